@@ -1,0 +1,97 @@
+"""``--criterion tailr``: TaiLr (Ji et al., ICLR 2023) as a fairseq criterion.
+
+Flag names and defaults follow the authors' fairseq scripts, so their command
+lines (``--criterion tailr --label-smoothing 0.1 --density-min-weight 0.3
+--density-ratio-threshold 0.1``) run unchanged apart from ``--user-dir``.
+"""
+from dataclasses import dataclass, field
+
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.logging import metrics
+
+from ..losses import tailr_loss
+from .checks import check_range
+
+
+@dataclass
+class TailrConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    density_ratio_threshold: float = field(
+        default=1.0,
+        metadata={
+            "help": "gamma in [0, 1]: the proxy mixes gamma * data + (1 - gamma) * "
+            "model; 0 is exactly MLE, 1 weights each token by its probability"
+        },
+    )
+    density_min_weight: float = field(
+        default=0.0,
+        metadata={"help": "lower clamp of the per-token weight, in [0, 1]"},
+    )
+
+
+@register_criterion("tailr", dataclass=TailrConfig)
+class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
+    """MLE with each gold token weighted by p / (gamma + (1 - gamma) p)."""
+
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing,
+        density_ratio_threshold=1.0,
+        density_min_weight=0.0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+    ):
+        check_range("--density-ratio-threshold", density_ratio_threshold, 0.0, 1.0)
+        check_range("--density-min-weight", density_min_weight, 0.0, 1.0)
+        check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
+        super().__init__(
+            task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
+        )
+        self.gamma = density_ratio_threshold
+        self.min_weight = density_min_weight
+
+    def forward(self, model, sample, reduce=True):
+        """Loss, sample size and logging outputs for one batch."""
+        net_output = model(**sample["net_input"])
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        loss, nll_loss, weight_sum = tailr_loss(
+            lprobs, target, self.gamma, self.min_weight, self.eps, self.padding_idx
+        )
+        ntokens = sample["ntokens"]
+        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "tailr_weight_sum": weight_sum.data,
+            # Tokens the weights were averaged over (ntokens less any ignored prefix).
+            "tailr_weight_count": (
+                target.ne(self.padding_idx).sum().data
+                if self.ignore_prefix_size > 0
+                else ntokens
+            ),
+        }
+        if self.report_accuracy:
+            self._add_accuracy(model, net_output, sample, logging_output)
+        return loss, sample_size, logging_output
+
+    def _add_accuracy(self, model, net_output, sample, logging_output):
+        n_correct, total = self.compute_accuracy(model, net_output, sample)
+        logging_output["n_correct"] = n_correct.data
+        logging_output["total"] = total.data
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        """Fairseq's loss / nll_loss / ppl / accuracy, plus the mean TaiLr weight."""
+        super().reduce_metrics(logging_outputs)
+        weight_sum = sum(log.get("tailr_weight_sum", 0) for log in logging_outputs)
+        count = sum(log.get("tailr_weight_count", 0) for log in logging_outputs)
+        if count > 0:
+            metrics.log_scalar("tailr_weight", weight_sum / count, count, round=3)

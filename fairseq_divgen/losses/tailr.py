@@ -1,0 +1,69 @@
+"""TaiLr: token-level total-variation objective.
+
+Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+ICLR 2023. The TVD estimate through the proxy ``p_gamma = gamma * data +
+(1 - gamma) * model`` turns into maximum likelihood with each gold token weighted
+by ``w = p / (gamma + (1 - gamma) * p)``, where ``p`` is the model's own (detached)
+probability of that token.
+"""
+import math
+from typing import Tuple, Union
+
+import torch
+from torch import Tensor
+
+
+def tailr_weights(
+    gold_lprobs: Tensor, gamma: Union[float, Tensor], min_weight: float
+) -> Tensor:
+    """Per-token weight ``clamp(p / (gamma + (1 - gamma) p), min_weight, 1)`` from log p.
+
+    Computed in log space and in fp32 so that no vocabulary-sized tensor is needed
+    and nothing overflows: ``log w = log p - log(gamma + (1 - gamma) p)``. The result
+    is detached (a constant for autograd).
+    """
+    lp = gold_lprobs.detach().float()
+    if not torch.is_tensor(gamma):
+        if gamma == 0.0:
+            return torch.ones_like(lp)
+        if gamma == 1.0:
+            return lp.exp().clamp_(min=min_weight, max=1.0)
+        log_gamma, log_rest = math.log(gamma), math.log1p(-gamma)
+        log_denom = torch.logaddexp(lp + log_rest, lp.new_tensor(log_gamma))
+    else:
+        # A gamma held as a tensor (a schedule) may be 0 or 1: log(0) = -inf is
+        # fine in logaddexp, and both ends stay exact.
+        g = gamma.detach().float().to(lp.device)
+        log_denom = torch.logaddexp(lp + torch.log1p(-g), torch.log(g))
+    # p = 0 gives log w = -inf - finite = -inf, so w = 0 before the clamp (no NaN).
+    return (lp - log_denom).exp().clamp_(min=min_weight, max=1.0)
+
+
+def tailr_loss(
+    lprobs: Tensor,
+    target: Tensor,
+    gamma: Union[float, Tensor],
+    min_weight: float,
+    epsilon: float = 0.0,
+    ignore_index: int = -100,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Summed TaiLr loss over non-pad tokens.
+
+    ``lprobs``: (N, V) log-probabilities, ``target``: (N,). Returns
+    ``(loss, nll_loss, weight_sum)`` where
+    ``loss = (1 - eps) * sum_t w_t nll_t + (eps / V) * sum_t sum_v -log q_t(v)``
+    (the smoothing term is not weighted, as in the authors' code), ``nll_loss`` is
+    the plain unweighted NLL sum and ``weight_sum`` the sum of ``w_t`` over
+    non-pad tokens (for logging the mean weight).
+    """
+    target = target.view(-1, 1)
+    pad = target.eq(ignore_index)
+    gold = lprobs.gather(dim=-1, index=target)
+    nll = (-gold).masked_fill(pad, 0.0)
+    weight = tailr_weights(gold, gamma, min_weight).masked_fill_(pad, 0.0)
+    nll_sum = nll.sum()
+    loss = (weight.to(nll.dtype) * nll).sum()
+    if epsilon > 0.0:
+        smooth = (-lprobs.sum(dim=-1, keepdim=True)).masked_fill(pad, 0.0).sum()
+        loss = (1.0 - epsilon) * loss + (epsilon / lprobs.size(-1)) * smooth
+    return loss, nll_sum, weight.sum()

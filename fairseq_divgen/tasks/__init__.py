@@ -1,0 +1,1 @@
+"""fairseq tasks of this plugin; importing this package registers them."""

@@ -1,0 +1,43 @@
+"""Install fairseq-divgen: TaiLr and LFD criterions and tasks for fairseq."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _version() -> str:
+    for line in (ROOT / "fairseq_divgen" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("no __version__ in fairseq_divgen/__init__.py")
+
+
+setup(
+    name="fairseq-divgen",
+    version=_version(),
+    description="TaiLr and learning-from-a-degenerative-model (LFD) for fairseq",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.8",
+    packages=find_packages(include=["fairseq_divgen", "fairseq_divgen.*"]),
+    install_requires=[
+        # fairseq 0.12.2 fails at import on Python >= 3.11 (mutable dataclass
+        # defaults); fairseq-fixed is fairseq main with that fix, same import name.
+        'fairseq==0.12.2; python_version < "3.11"',
+        'fairseq-fixed>=0.12.3.1; python_version >= "3.11"',
+        "torch",
+        "sacrebleu>=2.0",
+        "sentencepiece",
+        # fairseq 0.12 uses np.compat.long (language modeling, token blocks), which
+        # NumPy 2.0 removed.
+        "numpy<2",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,33 @@
+"""Bad criterion flags stop fairseq-train before any data is loaded, naming the flag."""
+import pytest
+
+import tiny
+from fairseq_divgen.fairseq_commands import run_fairseq
+
+CASES = [
+    (["--criterion", "tailr", "--density-ratio-threshold", "1.5"], "--density-ratio-threshold must be in [0.0, 1.0]"),
+    (["--criterion", "tailr", "--density-ratio-threshold", "-0.1"], "--density-ratio-threshold must be in [0.0, 1.0]"),
+    (["--criterion", "tailr", "--density-min-weight", "2"], "--density-min-weight must be in [0.0, 1.0]"),
+    (["--criterion", "tailr", "--density-min-weight", "-1"], "--density-min-weight must be in [0.0, 1.0]"),
+    (["--criterion", "truncated_ce", "--truncation-ratio", "0"], "--truncation-ratio must be in (0.0, 1.0]"),
+    (["--criterion", "truncated_ce", "--truncation-ratio", "1.2"], "--truncation-ratio must be in (0.0, 1.0]"),
+    (["--criterion", "truncated_ce", "--truncation-warmup-updates", "-3"], "--truncation-warmup-updates must be >= 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("flags,message", CASES, ids=[" ".join(c[0][1:]) for c in CASES])
+def test_bad_flag_stops_training_before_data_loading(translation_data, tmp_path, flags, message):
+    save = tmp_path / "ckpt"
+    save.mkdir()
+    precious = save / "checkpoint_last.pt"
+    precious.write_bytes(b"an earlier run's checkpoint")
+    result = run_fairseq(
+        "train",
+        [translation_data / "bin", "--task", "translation", *tiny.TINY_TRANSFORMER,
+         *tiny.common_train_args(save), *flags],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stdout
+    assert "loaded" not in result.stdout  # no dataset was read
+    assert precious.read_bytes() == b"an earlier run's checkpoint"

@@ -1,0 +1,65 @@
+"""The package registers its components once, however it is imported, and leaves logging alone."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code, cwd=ROOT):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+CHECK_REGISTERED = """
+from fairseq.criterions import CRITERION_REGISTRY
+from fairseq.tasks import TASK_REGISTRY
+for name in ("tailr", "truncated_ce"):
+    assert name in CRITERION_REGISTRY, name
+print("registered")
+"""
+
+
+def test_import_then_user_dir_does_not_register_twice():
+    out = _python(
+        "import argparse, fairseq_divgen\n"
+        "from fairseq import utils\n"
+        f"utils.import_user_module(argparse.Namespace(user_dir={str(ROOT / 'fairseq_divgen')!r}))\n"
+        + CHECK_REGISTERED
+    )
+    assert "registered" in out
+
+
+def test_relative_user_dir_then_import_is_the_same_module():
+    out = _python(
+        "import argparse, sys\n"
+        "from fairseq import utils\n"
+        "utils.import_user_module(argparse.Namespace(user_dir='fairseq_divgen'))\n"
+        "utils.import_user_module(argparse.Namespace(user_dir='fairseq_divgen'))\n"
+        "mod = sys.modules['fairseq_divgen']\n"
+        "import fairseq_divgen\n"
+        "assert fairseq_divgen is mod\n" + CHECK_REGISTERED
+    )
+    assert "registered" in out
+
+
+def test_import_does_not_reconfigure_logging():
+    # fairseq itself calls logging.basicConfig when its task registry is imported;
+    # import that first, then check that this package changes nothing more.
+    out = _python(
+        "import logging\n"
+        "import fairseq.tasks, fairseq.criterions, fairseq.models\n"
+        "def snapshot():\n"
+        "    loggers = logging.root.manager.loggerDict\n"
+        "    return (list(logging.root.handlers), logging.root.level,\n"
+        "            {n: (l.level, list(l.handlers), l.propagate) for n, l in loggers.items()\n"
+        "             if isinstance(l, logging.Logger) and not n.startswith('fairseq_divgen')})\n"
+        "before = snapshot()\n"
+        "import fairseq_divgen\n"
+        "after = snapshot()\n"
+        "assert before[:2] == after[:2]\n"
+        "assert all(after[2][n] == v for n, v in before[2].items())\n"
+        "print('unchanged')\n"
+    )
+    assert "unchanged" in out

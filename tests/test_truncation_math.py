@@ -1,0 +1,75 @@
+"""truncated_ce's loss against an independent computation of ALGORITHMS.md section 2.
+
+Reference: among non-pad tokens, sort by (nll, position) and keep the first
+ceil(R * N) (computed with exact fractions); the loss is the sum of their NLL.
+"""
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairseq_divgen.losses import truncated_nll_loss
+
+PAD = 1
+V = 11
+
+
+def _batch(seed=0, n=37):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, V, generator=g, dtype=torch.float64) * 2
+    target = torch.randint(2, V, (n,), generator=g)
+    target[3::5] = PAD
+    return logits, target
+
+
+def _reference_kept(logits, target, ratio):
+    lp = torch.log_softmax(logits, -1)
+    items = [(-lp[t, target[t]].item(), t) for t in range(len(target)) if target[t] != PAD]
+    k = math.ceil(Fraction(str(ratio)) * len(items))
+    kept = sorted(items)[:k]
+    return {t for _, t in kept}, sum(v for v, _ in kept), sum(v for v, _ in items)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.75, 0.99])
+@pytest.mark.parametrize("host_count", [True, False])
+def test_keeps_exactly_the_lowest_loss_tokens(ratio, host_count):
+    logits, target = _batch(seed=int(ratio * 100))
+    kept_ref, loss_ref, nll_ref = _reference_kept(logits, target, ratio)
+    z = logits.clone().requires_grad_(True)
+    n = int((target != PAD).sum()) if host_count else None
+    loss, nll, kept = truncated_nll_loss(torch.log_softmax(z, -1), target, ratio, PAD, n)
+    assert int(kept) == len(kept_ref)
+    assert loss.item() == pytest.approx(loss_ref, rel=1e-12)
+    assert nll.item() == pytest.approx(nll_ref, rel=1e-12)
+    loss.backward()
+    touched = {t for t in range(len(target)) if z.grad[t].abs().max().item() > 0}
+    assert touched == kept_ref  # dropped tokens (and pads) get exactly zero gradient
+
+
+def test_ceil_is_exact_for_decimal_ratios():
+    # 0.3 * 10 is 3.0000000000000004 in floating point; the kept count must be 3.
+    logits, target = _batch(n=10)
+    target[:] = 2
+    _, _, kept = truncated_nll_loss(torch.log_softmax(logits, -1), target, 0.3, PAD)
+    assert int(kept) == 3
+
+
+def test_ties_are_broken_by_position():
+    logits = torch.zeros(6, V, dtype=torch.float64)  # every token has the same NLL
+    target = torch.tensor([2, PAD, 3, 4, 5, 6])
+    z = logits.clone().requires_grad_(True)
+    loss, _, kept = truncated_nll_loss(torch.log_softmax(z, -1), target, 0.4, PAD)
+    loss.backward()
+    assert int(kept) == 2
+    nonzero = [t for t in range(6) if z.grad[t].abs().sum() > 0]
+    assert nonzero == [0, 2]
+
+
+def test_ratio_one_is_cross_entropy():
+    logits, target = _batch(seed=5)
+    loss, nll, kept = truncated_nll_loss(torch.log_softmax(logits, -1), target, 1.0, PAD)
+    ce = F.cross_entropy(logits, target, ignore_index=PAD, reduction="sum")
+    assert loss.item() == ce.item() == nll.item()
+    assert int(kept) == int((target != PAD).sum())
