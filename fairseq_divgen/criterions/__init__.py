@@ -1,2 +1,2 @@
 """fairseq criterions of this plugin; importing this package registers them."""
-from . import tailr, truncated_ce  # noqa: F401
+from . import lfd_poe, tailr, truncated_ce  # noqa: F401

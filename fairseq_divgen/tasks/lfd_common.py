@@ -1,0 +1,23 @@
+"""What both LFD tasks add to their fairseq parent: the degenerative model."""
+from ..degenerative import DegenerativeModel
+
+DEGENERATIVE_CHECKPOINT_HELP = (
+    "checkpoint of the frozen degenerative model (stage 1 of LFD, trained with "
+    "--criterion truncated_ce on data with the same dictionaries); read only when "
+    "a criterion needs it, e.g. --criterion lfd_poe"
+)
+
+
+class DegenerativeModelTaskMixin:
+    """Holds a :class:`DegenerativeModel` and checks it when a criterion needs it."""
+
+    def _init_degenerative(self, path, encoder_decoder):
+        self.degenerative = DegenerativeModel(path, self, encoder_decoder)
+
+    def build_criterion(self, cfg, **kwargs):
+        """Build the criterion; if it uses the degenerative model, check it now,
+        before fairseq-train loads any data."""
+        criterion = super().build_criterion(cfg, **kwargs)
+        if getattr(criterion, "uses_degenerative_model", False):
+            self.degenerative.check()
+        return criterion

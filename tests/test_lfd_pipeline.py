@@ -1,0 +1,169 @@
+"""LFD end to end with real fairseq: truncated_ce (stage 1) -> lfd_poe (stage 2) ->
+plain-task generation / evaluation, resume, validate, and the checks on bad input."""
+import hashlib
+import re
+import shutil
+
+import pytest
+import torch
+
+import tiny
+from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
+
+# The degenerative model is smaller than the main model (TINY_TRANSFORMER, dim 32).
+SMALL_TRANSFORMER = [
+    "--arch", "transformer", "--share-all-embeddings",
+    "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]  # fmt: skip
+STAGE1 = ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"]
+STAGE2 = ["--criterion", "lfd_poe", "--degenerative-scale", "1.0", "--mle-weight", "0.5"]
+LOADED = "loaded degenerative model from"
+
+
+def _train(data, save_dir, task, arch, extra, max_update=10, check=True):
+    args = [data, "--task", task, *arch, *tiny.common_train_args(save_dir, max_update), *extra]
+    return run_fairseq("train", args, check=check)
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu")  # allowlisted by importing fairseq_divgen
+
+
+@pytest.fixture(scope="module")
+def stage1_translation(translation_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage1_mt")
+    _train(translation_data / "bin", root, "translation", SMALL_TRANSFORMER, STAGE1)
+    return root / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="module")
+def stage1_lm(lm_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage1_lm")
+    _train(lm_data / "bin", root, "language_modeling", tiny.TINY_LM, STAGE1)
+    return root / "checkpoint_last.pt"
+
+
+def test_translation_two_stages_resume_validate_generate(translation_data, stage1_translation, tmp_path):
+    data = translation_data / "bin"
+    degen = tmp_path / "degenerative.pt"
+    shutil.copy(stage1_translation, degen)
+    before_sha = _sha256(degen)
+    before = _load(degen)["model"]
+
+    save = tmp_path / "stage2"
+    flags = ["--degenerative-checkpoint", degen, *STAGE2]
+    out = _train(data, save, "translation_lfd", tiny.TINY_TRANSFORMER, flags).stdout
+    assert out.count(LOADED) == 1
+    inner = tiny.json_logs(out, "train_inner")
+    assert len(inner) == 10 and all("poe_loss" in r and "degen_nll_loss" in r for r in inner)
+    assert "valid_poe_loss" in tiny.json_logs(out, "valid")[-1]
+
+    # The degenerative model is untouched, bit for bit.
+    assert _sha256(degen) == before_sha
+    after = _load(degen)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # The stage-2 checkpoint holds the main model only: no criterion state, an
+    # optimizer over exactly the main model's parameters (the same Adam states as an
+    # MLE run of the same architecture), and the size of that MLE checkpoint.
+    mle = tmp_path / "mle"
+    _train(data, mle, "translation", tiny.TINY_TRANSFORMER,
+           ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"])
+    ckpt = _load(save / "checkpoint_last.pt")
+    ckpt_mle = _load(mle / "checkpoint_last.pt")
+    assert not ckpt.get("criterion")
+    assert ckpt["model"].keys() == ckpt_mle["model"].keys()
+
+    def adam_shapes(c):
+        return [tuple(v["exp_avg"].shape) for v in c["last_optimizer_state"]["state"].values()]
+
+    assert adam_shapes(ckpt) == adam_shapes(ckpt_mle)
+    size_lfd = (save / "checkpoint_last.pt").stat().st_size
+    size_mle = (mle / "checkpoint_last.pt").stat().st_size
+    print(f"checkpoint bytes: lfd_poe {size_lfd}, label_smoothed_cross_entropy {size_mle}")
+    assert abs(size_lfd - size_mle) / size_mle < 0.05, (size_lfd, size_mle)
+
+    # Resume: the update count grows and the degenerative model is loaded again.
+    out = _train(data, save, "translation_lfd", tiny.TINY_TRANSFORMER, flags, max_update=14).stdout
+    assert out.count(LOADED) == 1
+    assert [int(r["num_updates"]) for r in tiny.json_logs(out, "train_inner")] == [11, 12, 13, 14]
+
+    # fairseq-validate rebuilds task and criterion from the saved config.
+    val = run_fairseq("validate", [data, "--task", "translation_lfd", "--path", save / "checkpoint_last.pt",
+                                   "--user-dir", USER_DIR, "--cpu", "--valid-subset", "valid",
+                                   "--batch-size", "16"]).stdout  # fmt: skip
+    assert "valid on 'valid' subset" in val and "poe_loss" in val
+
+    # Generation needs only the main model and the plain translation task.
+    degen.rename(tmp_path / "moved-away.pt")
+    gen = run_fairseq("generate", [
+        data, "--task", "translation", "--path", save / "checkpoint_last.pt",
+        "--user-dir", USER_DIR, "--cpu", "--beam", "4", "--batch-size", "16",
+        "--gen-subset", "test", "--required-batch-size-multiple", "1",
+    ]).stdout  # fmt: skip
+    assert len(tiny.hypotheses(gen)) == 30 and LOADED not in gen
+
+
+def test_language_model_two_stages_then_plain_eval_lm(lm_data, stage1_lm, tmp_path):
+    data = lm_data / "bin"
+    degen = tmp_path / "degenerative.pt"
+    shutil.copy(stage1_lm, degen)
+    save = tmp_path / "stage2"
+    out = _train(data, save, "language_modeling_lfd", tiny.TINY_LM,
+                 ["--degenerative-checkpoint", degen, *STAGE2]).stdout
+    assert out.count(LOADED) == 1 and len(tiny.json_logs(out, "train_inner")) == 10
+    degen.rename(tmp_path / "moved-away.pt")
+    ev = run_fairseq("eval-lm", [
+        data, "--task", "language_modeling", "--path", save / "checkpoint_last.pt",
+        "--user-dir", USER_DIR, "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
+        "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
+    ]).stdout  # fmt: skip
+    assert float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1)) > 1.0
+
+
+@pytest.fixture(scope="module")
+def other_dictionary_checkpoint(tmp_path_factory):
+    """A translation checkpoint trained on data with a different dictionary."""
+    root = tmp_path_factory.mktemp("otherdict")
+    tiny.write_translation_corpus(root / "raw", seed=11)
+    (root / "raw" / "train.src").write_text("zz " * 5 + "\n" + (root / "raw" / "train.src").read_text())
+    (root / "raw" / "train.tgt").write_text("zz " * 5 + "\n" + (root / "raw" / "train.tgt").read_text())
+    tiny.binarize_translation(root / "raw", root / "bin")
+    _train(root / "bin", root / "ck", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
+    return root / "ck" / "checkpoint_last.pt"
+
+
+ERRORS = {
+    "plain-task": ("translation", lambda c: [], "--criterion lfd_poe needs --task translation_lfd"),
+    "no-flag": ("translation_lfd", lambda c: [], "--degenerative-checkpoint is required with --criterion lfd_poe"),
+    "missing-file": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["tmp"] / "nope.pt"], "nope.pt: no such file"),
+    "unreadable": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["garbage"]], "not a readable fairseq checkpoint"),
+    "other-dictionary": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["otherdict"]], "dictionary differs from the task's at symbol #"),
+    "lm-for-translation": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["lm"]], "holds a decoder-only model, but --task translation_lfd needs an encoder-decoder model"),
+    "translation-for-lm": ("language_modeling_lfd", lambda c: ["--degenerative-checkpoint", c["mt"]], "holds an encoder-decoder model, but --task language_modeling_lfd needs a decoder-only"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_bad_degenerative_input_stops_before_data_loading(
+    case, translation_data, lm_data, stage1_translation, stage1_lm, other_dictionary_checkpoint, tmp_path
+):
+    task, flags, message = ERRORS[case]
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    ctx = {"tmp": tmp_path, "garbage": garbage, "otherdict": other_dictionary_checkpoint,
+           "lm": stage1_lm, "mt": stage1_translation}  # fmt: skip
+    is_lm = task.startswith("language_modeling")
+    data = (lm_data if is_lm else translation_data) / "bin"
+    arch = tiny.TINY_LM if is_lm else tiny.TINY_TRANSFORMER
+    result = _train(data, tmp_path / "save", task, arch, [*flags(ctx), *STAGE2], check=False)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout[-2000:]
+    assert "examples from" not in result.stdout  # raised before any dataset was loaded
