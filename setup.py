@@ -35,7 +35,12 @@ setup(
         "numpy<2",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "divgen-score = fairseq_divgen.scoring.cli:main",
+            "divgen-demo = fairseq_divgen.demo:main",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

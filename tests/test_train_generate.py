@@ -135,3 +135,22 @@ def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion):
     ]).stdout  # fmt: skip
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     assert 1.0 < ppl < 40.0  # 27-symbol vocabulary: better than uniform after training
+
+
+def test_divgen_score_reads_real_generate_output(tailr_run, translation_data, tmp_path, capsys):
+    from fairseq_divgen.scoring.cli import main as divgen_score
+
+    save, _ = tailr_run
+    out = _generate(translation_data / "bin", save / "checkpoint_last.pt",
+                    ["--beam", "3", "--nbest", "2", "--scoring", "sacrebleu"])
+    gen = tmp_path / "gen.txt"
+    gen.write_text(out)
+    assert divgen_score([str(gen), "--json", str(tmp_path / "s.json")]) == 0
+    import json
+
+    row = json.loads((tmp_path / "s.json").read_text())[str(gen)]
+    assert row["n"] == 30  # best of the 2-best per sentence
+    # fairseq's own sacrebleu scorer on the same hypotheses prints the same corpus BLEU.
+    fairseq_bleu = float(re.search(r"BLEU = ([0-9.]+)", out).group(1))
+    assert row["bleu"] == pytest.approx(fairseq_bleu, abs=0.01)
+    assert 0 < row["distinct_1"] <= 1 and row["uniq"] > 0

@@ -31,7 +31,9 @@ class LfdPoeConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "beta >= 0: weight of the degenerative model's log-probs in the product of experts"},
     )
     mle_weight: float = field(
-        default=0.0,
+        # 1.0 from scripts/lfd_sweep.py (README): with lambda = 0 the main model alone
+        # is poor (it leaves frequent tokens, EOS included, to the degenerative expert).
+        default=1.0,
         metadata={"help": "lambda >= 0: weight of the main model's own NLL added to the PoE loss"},
     )
 
@@ -48,7 +50,7 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         sentence_avg,
         label_smoothing,
         degenerative_scale=1.0,
-        mle_weight=0.0,
+        mle_weight=1.0,
         ignore_prefix_size=0,
         report_accuracy=False,
     ):

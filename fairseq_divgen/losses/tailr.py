@@ -10,6 +10,7 @@ import math
 from typing import Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -28,8 +29,10 @@ def tailr_weights(
             return torch.ones_like(lp)
         if gamma == 1.0:
             return lp.exp().clamp_(min=min_weight, max=1.0)
-        log_gamma, log_rest = math.log(gamma), math.log1p(-gamma)
-        log_denom = torch.logaddexp(lp + log_rest, lp.new_tensor(log_gamma))
+        # log(gamma + (1 - gamma) p) = log gamma + softplus(log p + log((1 - gamma) / gamma)):
+        # scalar arithmetic only, stable for every p in [0, 1].
+        log_gamma = math.log(gamma)
+        log_denom = F.softplus(lp + (math.log1p(-gamma) - log_gamma)) + log_gamma
     else:
         # A gamma held as a tensor (a schedule) may be 0 or 1: log(0) = -inf is
         # fine in logaddexp, and both ends stay exact.

@@ -1,0 +1,100 @@
+"""``divgen-score``: quality and diversity of generated text, as a table and JSON.
+
+    divgen-score generate-test.txt                # fairseq-generate output
+    divgen-score --hyps samples.txt [--refs ref.txt]
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .metrics import corpus_bleu, distinct_n, length_stats, rep_wrep, self_bleu, seq_rep_n, uniq
+from .read import read_generate_output, read_lines
+
+
+def score_texts(
+    hyps: List[str],
+    refs: Optional[List[str]] = None,
+    window: int = 16,
+    self_bleu_max: int = 500,
+    seed: int = 0,
+    tokenize: str = "13a",
+) -> Dict[str, float]:
+    """Every metric of this package for one set of hypotheses (and references)."""
+    toks = [h.split() for h in hyps]
+    ref_toks = [r.split() for r in refs] if refs is not None else None
+    out: Dict[str, float] = {"n": len(hyps)}
+    out["bleu"] = corpus_bleu(hyps, refs, tokenize) if refs is not None else None
+    out["self_bleu"] = self_bleu(hyps, self_bleu_max, seed, tokenize)
+    for n in (1, 2, 3, 4):
+        out[f"distinct_{n}"] = distinct_n(toks, n)
+    for n in (2, 3, 4):
+        out[f"seq_rep_{n}"] = seq_rep_n(toks, n)
+    rw = rep_wrep(toks, window, ref_toks)
+    out[f"rep_{window}"] = rw["rep"]
+    out[f"wrep_{window}"] = rw["wrep"]
+    out["uniq"] = uniq(toks)
+    out.update(length_stats(toks))
+    return out
+
+
+def markdown_table(rows: Dict[str, Dict[str, float]]) -> str:
+    """Rows (name -> metrics) as a markdown table; missing values shown as '-'."""
+    keys = list(next(iter(rows.values())).keys())
+    lines = ["| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, metrics in rows.items():
+        cells = []
+        for k in keys:
+            v = metrics.get(k)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("-")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4g}" if abs(v) < 1 else f"{v:.2f}")
+            else:
+                cells.append(str(v))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Entry point of ``divgen-score``."""
+    p = argparse.ArgumentParser(prog="divgen-score", description=__doc__.splitlines()[0])
+    p.add_argument("generate_outputs", nargs="*", type=Path, help="fairseq-generate output files")
+    p.add_argument("--hyps", type=Path, nargs="*", default=[], help="plain text, one hypothesis per line")
+    p.add_argument("--refs", type=Path, help="plain text references for --hyps, one per line")
+    p.add_argument("--all-nbest", action="store_true", help="score every n-best hypothesis, not only the first")
+    p.add_argument("--detok", action="store_true", help="read D- (detokenized) lines instead of H-")
+    p.add_argument("--window", type=int, default=16, help="l of rep/l and wrep/l (default 16)")
+    p.add_argument("--self-bleu-max", type=int, default=500, help="self-BLEU subset size (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the self-BLEU subset")
+    p.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer (default 13a; 'none' for pre-tokenized text)")
+    p.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = p.parse_args(argv)
+    if not args.generate_outputs and not args.hyps:
+        p.error("give fairseq-generate output files or --hyps FILE")
+    if args.refs and len(args.hyps) != 1:
+        p.error("--refs goes with exactly one --hyps file")
+    rows = {}
+    for path in args.generate_outputs:
+        if not path.is_file():
+            p.error(f"{path}: no such file")
+        hyps, refs = read_generate_output(path, args.all_nbest, args.detok)
+        rows[str(path)] = score_texts(hyps, refs, args.window, args.self_bleu_max, args.seed, args.tokenize)
+    for path in args.hyps:
+        if not path.is_file():
+            p.error(f"--hyps {path}: no such file")
+        hyps = read_lines(path)
+        refs = read_lines(args.refs) if args.refs else None
+        if refs is not None and len(refs) != len(hyps):
+            p.error(f"--refs {args.refs} has {len(refs)} lines, --hyps {path} has {len(hyps)}")
+        rows[str(path)] = score_texts(hyps, refs, args.window, args.self_bleu_max, args.seed, args.tokenize)
+    print(markdown_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
