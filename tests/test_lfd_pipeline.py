@@ -167,3 +167,10 @@ def test_bad_degenerative_input_stops_before_data_loading(
     assert result.returncode != 0
     assert message in result.stdout, result.stdout[-2000:]
     assert "examples from" not in result.stdout  # raised before any dataset was loaded
+
+
+def test_lfd_task_with_another_criterion_never_reads_the_checkpoint(translation_data, tmp_path):
+    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
+                 ["--degenerative-checkpoint", tmp_path / "does-not-exist.pt",
+                  "--criterion", "label_smoothed_cross_entropy"], max_update=2).stdout  # fmt: skip
+    assert LOADED not in out and len(tiny.json_logs(out, "train_inner")) == 2
