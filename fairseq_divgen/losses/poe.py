@@ -33,8 +33,9 @@ def poe_nll_loss(
     pad = target.eq(ignore_index)
     main_logits = main_logits.float()
     if beta != 0.0:
+        # add(alpha=) fuses the scaling: no (N, V) temporary for beta * log q_degen.
         poe_lprobs = torch.log_softmax(
-            main_logits + beta * degen_lprobs.detach().float(), dim=-1
+            torch.add(main_logits, degen_lprobs.detach().float(), alpha=beta), dim=-1
         )
     else:
         poe_lprobs = torch.log_softmax(main_logits, dim=-1)
