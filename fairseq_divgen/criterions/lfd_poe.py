@@ -19,6 +19,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 
 from ..losses import poe_nll_loss
+from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
 
 LN2 = 0.6931471805599453
@@ -101,9 +102,7 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
             "sample_size": sample_size,
         }
         if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = n_correct.data
-            logging_output["total"] = total.data
+            add_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
 
     @classmethod

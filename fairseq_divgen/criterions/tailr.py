@@ -14,6 +14,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 
 from ..losses import tailr_loss
+from .accuracy import add_accuracy
 from .checks import check_range
 
 
@@ -79,13 +80,8 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
             ),
         }
         if self.report_accuracy:
-            self._add_accuracy(model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
-
-    def _add_accuracy(self, model, net_output, sample, logging_output):
-        n_correct, total = self.compute_accuracy(model, net_output, sample)
-        logging_output["n_correct"] = n_correct.data
-        logging_output["total"] = total.data
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

@@ -18,6 +18,7 @@ from omegaconf import II
 
 from ..losses import truncated_nll_loss
 from ..training_state import current_num_updates
+from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
 
 LN2 = 0.6931471805599453
@@ -100,9 +101,7 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             "sample_size": sample_size.data if torch.is_tensor(sample_size) else sample_size,
         }
         if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = n_correct.data
-            logging_output["total"] = total.data
+            add_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
 
     @classmethod
