@@ -34,7 +34,7 @@ setup(
         # NumPy 2.0 removed.
         "numpy<2",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "plot": ["matplotlib>=3.5"]},
     entry_points={
         "console_scripts": [
             "divgen-score = fairseq_divgen.scoring.cli:main",

@@ -1,94 +1,90 @@
-"""``python -m fairseq_divgen.demo``: a small end-to-end run on data built on the spot.
+"""``divgen-demo``: the synthetic-oracle experiment (MLE vs TaiLr vs LFD), end to end.
 
-Builds a toy translation corpus (reverse a sentence and rename its words, with a
-few noisy references), binarizes it with fairseq-preprocess, trains a tiny
-transformer with ``label_smoothed_cross_entropy`` and with ``tailr`` under the same
-budget, generates the test set with beam search, and prints sacrebleu's BLEU for
-both. Stages that already finished are skipped on a rerun.
+A fixed-seed oracle language model (a random 1-layer LSTM, as in TaiLr's synthetic
+setting) is written as a fairseq checkpoint; train / valid / test text is sampled
+from it and binarized with fairseq-preprocess; fairseq-train trains the same model
+with MLE, TaiLr and LFD under equal budgets; each model's samples are scored by the
+oracle (PPL_oracle, via fairseq-eval-lm) and against held-out oracle text (PPL_test,
+BLEU-4), and for diversity (self-BLEU-4, distinct-2, seq-rep-4). Writes
+``results.md``, ``results.json`` and ``results.png`` in the work folder; a rerun
+skips finished stages. ``--sweep`` adds a grid of TaiLr and LFD settings.
 """
 import argparse
-import random
-import re
+import logging
 import sys
+import time
 from pathlib import Path
 
-from .fairseq_commands import USER_DIR, run_fairseq
+import torch
 
-ARCH = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "2", "--decoder-layers", "2",
-    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-]  # fmt: skip
-
-CRITERIA = {
-    "mle": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
-    "tailr": ["--criterion", "tailr", "--label-smoothing", "0.1",
-              "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
-}  # fmt: skip
+from .synthetic.experiment import ROWS, Experiment
+from .synthetic.report import write_report
+from .synthetic.sizes import SIZES, Methods
+from .synthetic.sweep import run_sweep
 
 
-def write_corpus(raw: Path, seed: int, n_train: int, noise: float) -> None:
-    """Toy parallel text; a fraction ``noise`` of training targets is corrupted."""
-    rng = random.Random(seed)
-    words = [f"w{i}" for i in range(40)]
-    raw.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("valid", 100), ("test", 100)):
-        src, tgt = [], []
-        for _ in range(n):
-            sent = [rng.choice(words) for _ in range(rng.randint(3, 10))]
-            out = ["v" + w[1:] for w in reversed(sent)]
-            if split == "train" and rng.random() < noise:
-                out = [rng.choice(words).replace("w", "v") for _ in out]
-            src.append(" ".join(sent))
-            tgt.append(" ".join(out))
-        (raw / f"{split}.src").write_text("\n".join(src) + "\n")
-        (raw / f"{split}.tgt").write_text("\n".join(tgt) + "\n")
+def parse_args(argv=None) -> argparse.Namespace:
+    """The demo's command line."""
+    d = Methods()
+    p = argparse.ArgumentParser(prog="divgen-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, default=Path("divgen-demo"),
+                   help="folder for everything the run writes (default: ./divgen-demo)")
+    p.add_argument("--size", choices=sorted(SIZES), default="default",
+                   help="tiny: seconds (a smoke test); default: minutes on a 2-core CPU; "
+                        "large: 100k training samples, a GPU-sized budget")
+    p.add_argument("--seed", type=int, default=1, help="seed of the oracle, the data and training")
+    p.add_argument("--tailr-gamma", type=float, default=d.tailr_gamma,
+                   help="tailr --density-ratio-threshold")
+    p.add_argument("--tailr-min-weight", type=float, default=d.tailr_min_weight,
+                   help="tailr --density-min-weight")
+    p.add_argument("--truncation-ratio", type=float, default=d.truncation_ratio,
+                   help="truncated_ce --truncation-ratio of the degenerative model")
+    p.add_argument("--degenerative-scale", type=float, default=d.degenerative_scale,
+                   help="lfd_poe --degenerative-scale (beta)")
+    p.add_argument("--mle-weight", type=float, default=d.mle_weight,
+                   help="lfd_poe --mle-weight (lambda)")
+    p.add_argument("--sweep", action="store_true",
+                   help="after the main table, train and score a grid of TaiLr and LFD settings")
+    return p.parse_args(argv)  # fmt: skip
 
 
 def main(argv=None) -> int:
-    """Run (or resume) the demo; returns a process exit code."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", default="divgen-demo", type=Path)
-    p.add_argument("--max-update", type=int, default=300)
-    p.add_argument("--train-size", type=int, default=3000)
-    p.add_argument("--noise", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args(argv)
-    work = args.workdir.resolve()
-    raw, data = work / "raw", work / "bin"
-    if not (data / "dict.src.txt").exists():
-        print("== stage: data", flush=True)
-        write_corpus(raw, args.seed, args.train_size, args.noise)
-        run_fairseq("preprocess", [
-            "--source-lang", "src", "--target-lang", "tgt", "--trainpref", raw / "train",
-            "--validpref", raw / "valid", "--testpref", raw / "test",
-            "--destdir", data, "--joined-dictionary", "--workers", "1",
-        ], log_path=work / "preprocess.log")  # fmt: skip
-    scores = {}
-    for name, flags in CRITERIA.items():
-        save = work / name
-        if not (save / "done").exists():
-            print(f"== stage: train {name}", flush=True)
-            run_fairseq("train", [
-                data, "--task", "translation", "--user-dir", USER_DIR, *ARCH, *flags,
-                "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.002",
-                "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50",
-                "--max-tokens", "2000", "--max-update", args.max_update, "--seed", args.seed,
-                "--save-dir", save, "--no-epoch-checkpoints", "--cpu", "--log-interval", "50",
-                "--no-progress-bar",
-            ], log_path=work / f"train-{name}.log", echo=True)  # fmt: skip
-            (save / "done").touch()
-        print(f"== stage: generate {name}", flush=True)
-        out = run_fairseq("generate", [
-            data, "--path", save / "checkpoint_best.pt", "--user-dir", USER_DIR, "--cpu",
-            "--beam", "5", "--batch-size", "64", "--required-batch-size-multiple", "1",
-        ], log_path=work / f"generate-{name}.txt").stdout  # fmt: skip
-        scores[name] = float(re.search(r"BLEU4 = ([0-9.]+)", out).group(1))
-    print("\n| criterion | test BLEU (beam 5) |\n|---|---|")
-    for name, bleu in scores.items():
-        print(f"| {name} | {bleu:.2f} |")
+    """Run (or resume) the experiment; returns a process exit code."""
+    args = parse_args(argv)
+    # fairseq runs in this process too (oracle, sampling): keep its INFO lines out of
+    # the progress; fairseq's subprocesses print their own progress as usual.
+    for name in ("fairseq", "hydra"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The in-process work (oracle, sampling) is many small ops: one thread is faster,
+    # and much faster when the cores are shared.
+    torch.set_num_threads(1)
+    size = SIZES[args.size]
+    size = type(size)(**{**size.__dict__, "seed": args.seed})
+    methods = Methods(
+        tailr_gamma=args.tailr_gamma,
+        tailr_min_weight=args.tailr_min_weight,
+        truncation_ratio=args.truncation_ratio,
+        degenerative_scale=args.degenerative_scale,
+        mle_weight=args.mle_weight,
+    )
+    start = time.time()
+    exp = Experiment(args.workdir.resolve(), size, methods)
+
+    def report(e: Experiment) -> None:
+        import json
+
+        stats = json.loads((e.work / "oracle" / "stats.json").read_text())
+        header = (
+            f"divgen-demo --size {args.size} --seed {args.seed}: "
+            f"{size.n_train} training samples, {size.max_update} updates per model "
+            f"(degenerative model: {size.degenerative_max_update}), {size.n_samples} samples each"
+        )
+        print(write_report(e.work, e.rows(ROWS), stats, header))
+
+    exp.run(report)
+    if args.sweep:
+        print(run_sweep(exp))
+    print(f"outputs in {exp.work}; wall time {time.time() - start:.0f} s", flush=True)
     return 0
 
 

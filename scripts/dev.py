@@ -12,7 +12,7 @@ installed first, pinned by ``DIVGEN_TORCH`` (default ``torch==2.13.0``; set it t
 e.g. ``torch==2.6.0`` or a CUDA wheel spec on a GPU machine), then fairseq is
 compiled against that torch without pip's build isolation (otherwise pip would
 download a second, multi-GB torch just to build it), then this package in
-editable mode with its ``test`` extra.
+editable mode with its ``test`` and ``plot`` extras.
 """
 import os
 import subprocess
@@ -50,7 +50,7 @@ def setup() -> Path:
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
     _run(pip + [TORCH] + BUILD_DEPS)
     _run(pip + ["--no-build-isolation", FAIRSEQ])
-    _run(pip + ["--no-build-isolation", "-e", f"{ROOT}[test]"])
+    _run(pip + ["--no-build-isolation", "-e", f"{ROOT}[test,plot]"])
     STAMP.write_text(wanted)
     return py
 

@@ -4,7 +4,15 @@ import json
 import pytest
 import sacrebleu
 
-from fairseq_divgen.scoring import distinct_n, length_stats, rep_wrep, self_bleu, seq_rep_n, uniq
+from fairseq_divgen.scoring import (
+    distinct_n,
+    length_stats,
+    reference_set_bleu,
+    rep_wrep,
+    self_bleu,
+    seq_rep_n,
+    uniq,
+)
 from fairseq_divgen.scoring.cli import main as divgen_score
 from fairseq_divgen.scoring.read import read_generate_output
 
@@ -53,6 +61,19 @@ def test_self_bleu_subset_is_seeded():
     hyps = [f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 13}" for i in range(40)]
     a = self_bleu(hyps, max_hyps=10, seed=3, tokenize="none")
     assert a == self_bleu(hyps, max_hyps=10, seed=3, tokenize="none")
+
+
+def test_reference_set_bleu_by_hand():
+    refs = ["a b c d f", "a b c x e"]
+    # 'a b c d e' against both references (clipped by the max count over references):
+    # 1-grams 5/5, 2-grams ab bc cd (not de) 3/4, 3-grams abc bcd 2/3, 4-grams abcd 1/2;
+    # closest reference length 5 -> no brevity penalty.
+    first = 100 * (1 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25
+    assert reference_set_bleu(["a b c d e"], refs, tokenize="none") == pytest.approx(first)
+    # a hypothesis without a single matching word scores 0; the result is the mean.
+    both = reference_set_bleu(["a b c d e", "q r s t"], refs, tokenize="none")
+    assert both == pytest.approx(first / 2)
+    assert reference_set_bleu(["x y z w"], ["q q", "x y z w"], tokenize="none") == pytest.approx(100)
 
 
 GENERATE_OUTPUT = """S-1\tw1 w2

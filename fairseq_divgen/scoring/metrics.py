@@ -5,6 +5,9 @@
   sentence BLEU of hypothesis i with every *other* hypothesis as a reference. For
   more than ``max_hyps`` hypotheses, a subset of that size is drawn with a fixed
   seed and scored within itself. Higher means less diverse.
+- reference-set BLEU (Texygen's BLEU, used for samples of a language model): mean
+  over hypotheses of sacrebleu's sentence BLEU with the *whole* reference set as
+  the references of every hypothesis (subset of ``max_hyps`` as for self-BLEU).
 - distinct-n (Li et al., 2016): unique n-grams of the corpus / total n-grams.
 - seq-rep-n (Welleck et al., 2020): per sequence, 1 - unique n-grams / total
   n-grams; averaged over the sequences that have at least one n-gram.
@@ -95,4 +98,26 @@ def self_bleu(
     scores = [
         bleu.sentence_score(h, hyps[:i] + hyps[i + 1 :]).score for i, h in enumerate(hyps)
     ]
+    return sum(scores) / len(scores)
+
+
+def reference_set_bleu(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    max_hyps: int = 500,
+    seed: int = 0,
+    tokenize: str = "13a",
+) -> float:
+    """Mean sentence BLEU of each hypothesis against all of ``refs`` (sacrebleu)."""
+    from sacrebleu.metrics import BLEU
+
+    hyps = list(hyps)
+    if not hyps or not refs:
+        return 0.0
+    if len(hyps) > max_hyps:
+        hyps = random.Random(seed).sample(hyps, max_hyps)
+    # One segment whose references are all of refs: sacrebleu extracts their n-gram
+    # statistics once and scores each hypothesis as that segment.
+    bleu = BLEU(tokenize=tokenize, effective_order=True, references=[[r] for r in refs])
+    scores = [bleu.corpus_score([h], None).score for h in hyps]
     return sum(scores) / len(scores)
