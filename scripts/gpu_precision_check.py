@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Mixed precision on a GPU: each criterion under --fp16, --memory-efficient-fp16 and --amp.
+
+Builds a synthetic translation corpus on the spot (no downloads; a joined
+vocabulary of 2 x 8,000 word types with Zipfian frequencies, so the output
+layer is as wide as a real subword vocabulary and rare gold tokens have tiny
+probabilities), then trains ``transformer_iwslt_de_en`` for 300 updates with
+label_smoothed_cross_entropy, tailr, truncated_ce and lfd_poe (whose degenerative
+model is the truncated_ce run of the same precision) under each precision, with
+fairseq's default ``pytorch_ddp`` backend. From fairseq's own logs it writes
+``results.md`` and ``results.json``: final training and validation loss, whether any
+NaN/inf appeared, the final loss scale, and the number of overflows (each one an
+optimizer step that fairseq skipped).
+
+    python scripts/gpu_precision_check.py --workdir precision-check      # a CUDA GPU
+    python scripts/gpu_precision_check.py --workdir /tmp/pc --dry-run    # CPU plumbing check
+
+``--dry-run`` (alias ``--cpu``) runs a tiny corpus and model for a few updates on the
+CPU in fp32 only (fp16 and AMP need CUDA): it checks the plumbing, not precision.
+"""
+import argparse
+import itertools
+import json
+import math
+import platform
+import random
+import sys
+from pathlib import Path
+
+from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
+
+PRECISIONS = {
+    "fp16": ["--fp16"],
+    "memory_efficient_fp16": ["--memory-efficient-fp16"],
+    "amp": ["--amp"],
+    "fp32": [],
+}
+CRITERIA = {
+    "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
+    "tailr": ["--criterion", "tailr", "--label-smoothing", "0.1",
+              "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
+    "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
+    "lfd_poe": ["--criterion", "lfd_poe", "--degenerative-scale", "1.0", "--mle-weight", "1.0"],
+}  # fmt: skip
+FULL = {"vocab": 8000, "sizes": (40000, 500, 500), "updates": 300, "log_interval": 10,
+        "arch": ["--arch", "transformer_iwslt_de_en", "--share-all-embeddings"],
+        "batch": ["--max-tokens", "4096"], "warmup": 100}  # fmt: skip
+TINY = {"vocab": 60, "sizes": (200, 20, 20), "updates": 6, "log_interval": 1,
+        "arch": ["--arch", "transformer", "--share-all-embeddings",
+                 "--encoder-layers", "1", "--decoder-layers", "1",
+                 "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+                 "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+                 "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],
+        "batch": ["--max-tokens", "500", "--num-workers", "0"], "warmup": 2}  # fmt: skip
+OVERFLOW_FP16 = "NOTE: gradient overflow detected"
+OVERFLOW_AMP = "AMP: overflow detected"
+AMP_SKIPPED_BATCH = "AMP: skipping this batch"
+
+
+def write_corpus(raw: Path, vocab: int, sizes, seed=1) -> None:
+    """Parallel text over ``vocab`` source and ``vocab`` target word types: Zipfian words,
+    the target a fixed renaming of the reversed source; every type occurs in train."""
+    rng = random.Random(seed)
+    src_words = [f"s{i}" for i in range(vocab)]
+    rename = {w: f"t{(i * 7919) % vocab}" for i, w in enumerate(src_words)}
+    cum = list(itertools.accumulate(1.0 / (r + 1) for r in range(vocab)))
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "valid", "test"), sizes):
+        sents = [rng.choices(src_words, cum_weights=cum, k=rng.randint(4, 24)) for _ in range(n)]
+        if split == "train":  # every type at least once, so the dictionary has them all
+            sents += [src_words[i : i + 16] for i in range(0, vocab, 16)]
+        (raw / f"{split}.src").write_text("".join(" ".join(s) + "\n" for s in sents))
+        tgt = (" ".join(rename[w] for w in reversed(s)) + "\n" for s in sents)
+        (raw / f"{split}.tgt").write_text("".join(tgt))
+
+
+def json_records(output: str, kind: str):
+    """fairseq's ``--log-format json`` records of one kind (train_inner, valid, ...)."""
+    tag = f"| {kind} | "
+    return [json.loads(line.split(tag, 1)[1]) for line in output.splitlines() if tag in line]
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarize(output: str, returncode: int) -> dict:
+    """The table row of one run, read from its fairseq-train output."""
+    inner, valid = json_records(output, "train_inner"), json_records(output, "valid")
+    epochs = json_records(output, "train")  # end-of-epoch averages
+    losses = [_number(r.get(k)) for r in inner for k in ("loss", "nll_loss")]
+    losses += [_number(r.get(k)) for r in valid for k in ("valid_loss", "valid_nll_loss")]
+    last, last_valid = (inner[-1] if inner else {}), (valid[-1] if valid else {})
+    counts = [_number(r.get("num_updates")) for r in inner]
+    counts += [_number(r.get("train_num_updates")) for r in epochs]
+    errors = [line for line in output.splitlines() if "Error" in line]
+    return {
+        "status": "ok" if returncode == 0 else f"failed ({returncode}): {errors[-1] if errors else ''}".strip(),
+        "updates": int(max([c for c in counts if c is not None], default=0)),
+        "final_loss": _number(last.get("loss")),
+        "final_nll_loss": _number(last.get("nll_loss")),
+        "final_valid_nll_loss": _number(last_valid.get("valid_nll_loss")),
+        "nan_or_inf": any(x is None or not math.isfinite(x) for x in losses)
+        or "gradients are Nan/Inf" in output,
+        "final_loss_scale": _number(last.get("loss_scale")),
+        "overflows": output.count(OVERFLOW_FP16) + output.count(OVERFLOW_AMP),
+        "amp_skipped_batches": output.count(AMP_SKIPPED_BATCH),
+    }
+
+
+def markdown(rows) -> str:
+    """The rows as a markdown table."""
+    cols = ["criterion", "precision", "status", "updates", "final_loss", "final_nll_loss",
+            "final_valid_nll_loss", "nan_or_inf", "final_loss_scale", "overflows",
+            "amp_skipped_batches"]  # fmt: skip
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    """Versions and device the numbers were measured with."""
+    import fairseq
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "fairseq": fairseq.__version__, "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "gpus": torch.cuda.device_count() if cuda else 0}  # fmt: skip
+
+
+def prepare_data(work: Path, setting) -> Path:
+    """Write and binarize the corpus once (joined dictionary)."""
+    data = work / "bin"
+    if not (data / "dict.src.txt").exists():
+        write_corpus(work / "raw", setting["vocab"], setting["sizes"])
+        run_fairseq("preprocess", [
+            "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
+            "--trainpref", work / "raw/train", "--validpref", work / "raw/valid",
+            "--destdir", data, "--workers", "4",
+        ], log_path=work / "preprocess.log")  # fmt: skip
+    return data
+
+
+def train(data, save, criterion, precision, setting, cpu, updates):
+    """One fairseq-train run; returns its summary row."""
+    flags = list(CRITERIA[criterion])
+    task = "translation"
+    if criterion == "lfd_poe":
+        task = "translation_lfd"
+        flags += ["--degenerative-checkpoint", save.parent / f"truncated_ce-{precision}" / "checkpoint_last.pt"]
+    if criterion == "truncated_ce":
+        flags += ["--truncation-warmup-updates", str(setting["warmup"])]
+    args = [data, "--task", task, "--user-dir", USER_DIR, *setting["arch"], *flags,
+            *PRECISIONS[precision], *setting["batch"], "--dropout", "0.1",
+            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "7e-4",
+            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(setting["warmup"]),
+            "--max-update", str(updates), "--seed", "1", "--save-dir", save,
+            "--no-epoch-checkpoints", "--log-format", "json", "--no-progress-bar",
+            "--log-interval", str(setting["log_interval"])] + (["--cpu"] if cpu else [])  # fmt: skip
+    result = run_fairseq("train", args, log_path=save.parent / f"{save.name}.log", check=False, echo=False)
+    return {"criterion": criterion, "precision": precision, **summarize(result.stdout, result.returncode)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, default=Path("precision-check"))
+    p.add_argument("--dry-run", "--cpu", dest="dry_run", action="store_true",
+                   help="tiny corpus and model, a few updates, on the CPU, fp32 only")
+    p.add_argument("--updates", type=int, help="updates per run (default 300; 6 with --dry-run)")
+    p.add_argument("--precisions", default=None,
+                   help=f"comma-separated, from {', '.join(PRECISIONS)} (default: fp16, "
+                   "memory_efficient_fp16, amp; fp32 with --dry-run)")
+    p.add_argument("--criteria", default=",".join(CRITERIA), help="comma-separated criterion names")
+    args = p.parse_args(argv)
+    setting = TINY if args.dry_run else FULL
+    default = "fp32" if args.dry_run else "fp16,memory_efficient_fp16,amp"
+    precisions = (args.precisions or default).split(",")
+    criteria = args.criteria.split(",")
+    unknown = [x for x in precisions if x not in PRECISIONS] + [c for c in criteria if c not in CRITERIA]
+    if unknown:
+        p.error(f"unknown precision or criterion: {', '.join(unknown)}")
+    if args.dry_run and precisions != ["fp32"]:
+        p.error("--dry-run runs on the CPU, where fairseq trains in fp32 only: leave out --precisions")
+    if "lfd_poe" in criteria and "truncated_ce" not in criteria[: criteria.index("lfd_poe")]:
+        p.error("--criteria: lfd_poe needs truncated_ce before it (its degenerative model)")
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(work, setting)
+    updates = args.updates or setting["updates"]
+    rows = []
+    for precision in precisions:
+        for criterion in criteria:
+            print(f"== {criterion} {precision}", flush=True)
+            rows.append(train(data, work / f"{criterion}-{precision}", criterion, precision,
+                              setting, args.dry_run, updates))  # fmt: skip
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    table = markdown(rows)
+    print(table)
+    (work / "results.md").write_text(table + "\n")
+    report = {"environment": environment(), "updates": updates, "dry_run": args.dry_run, "runs": rows}
+    (work / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
