@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="lfd_poe --degenerative-scale (beta)")
     p.add_argument("--mle-weight", type=float, default=d.mle_weight,
                    help="lfd_poe --mle-weight (lambda)")
+    p.add_argument("--cpu", action="store_true",
+                   help="stay on the CPU even where CUDA is available (default: use the GPU if any)")
     p.add_argument("--sweep", action="store_true",
                    help="after the main table, train and score a grid of TaiLr and LFD settings")
     return p.parse_args(argv)  # fmt: skip
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # fairseq runs in this process too (oracle, sampling): keep its INFO lines out of
     # the progress; fairseq's subprocesses print their own progress as usual.
-    for name in ("fairseq", "hydra"):
+    for name in ("fairseq", "hydra", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The in-process work (oracle, sampling) is many small ops: one thread is faster,
     # and much faster when the cores are shared.
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
         mle_weight=args.mle_weight,
     )
     start = time.time()
-    exp = Experiment(args.workdir.resolve(), size, methods)
+    cuda = torch.cuda.is_available() and not args.cpu
+    exp = Experiment(args.workdir.resolve(), size, methods, cuda=cuda)
 
     def report(e: Experiment) -> None:
         import json

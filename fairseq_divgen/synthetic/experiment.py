@@ -8,6 +8,7 @@ A stage that finished left a marker in ``stages/``; a rerun skips it. fairseq-tr
 resumes an interrupted training from its ``checkpoint_last.pt`` by itself.
 """
 import json
+import os
 import re
 import zlib
 from dataclasses import asdict, dataclass
@@ -39,13 +40,26 @@ def main_variants(methods: Methods) -> Dict[str, Variant]:
 class Experiment:
     """One run of the experiment in ``work`` (a folder it owns)."""
 
-    def __init__(self, work: Path, size: Size, methods: Methods, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        work: Path,
+        size: Size,
+        methods: Methods,
+        cuda: bool = False,
+        log: Callable[[str], None] = print,
+    ):
         self.work = work
+        self.cuda = cuda
+        self.device = "cuda" if cuda else "cpu"
+        self.cpu_flag = [] if cuda else ["--cpu"]
         self.size = size
         self.methods = methods
         self.log = log
         self.stages = work / "stages"
         self.variants = main_variants(methods)
+        # Tiny models: one intra-op thread per fairseq process is faster on a CPU (and
+        # much faster on shared cores); OMP_NUM_THREADS set by the user wins.
+        self.env = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": "1"}
 
     # -- bookkeeping -------------------------------------------------------------
     def settings(self) -> dict:
@@ -91,13 +105,9 @@ class Experiment:
             f"mean length {stats['sample_mean_length']:.1f}"
         )
 
-    def oracle_model(self):
-        """The oracle as (model, dictionary)."""
-        return lm.load_model(self.work / "oracle" / "oracle.pt")
-
     def make_data(self) -> None:
         """train / valid / test samples of the oracle, binarized with its dictionary."""
-        model, dictionary = self.oracle_model()
+        model, dictionary = lm.load_model(self.checkpoint("oracle"), self.device)
         raw = self.work / "raw"
         raw.mkdir(exist_ok=True)
         s = self.size
@@ -108,7 +118,7 @@ class Experiment:
             "--only-source", "--srcdict", self.work / "oracle" / "dict.txt",
             "--trainpref", raw / "train.txt", "--validpref", raw / "valid.txt",
             "--testpref", raw / "test.txt", "--destdir", self.work / "bin", "--workers", 1,
-        ], log_path=self.work / "preprocess.log")  # fmt: skip
+        ], env=self.env, log_path=self.work / "preprocess.log")  # fmt: skip
 
     def train_args(self, name: str) -> List:
         """fairseq-train command line of one method."""
@@ -132,13 +142,14 @@ class Experiment:
             "--lr-scheduler", "inverse_sqrt", "--warmup-updates", s.warmup_updates,
             "--max-tokens", s.max_tokens, "--max-update", max_update, "--seed", s.seed,
             "--required-batch-size-multiple", 1, "--save-dir", self.work / name,
-            "--no-epoch-checkpoints", "--cpu", "--log-format", "simple",
+            "--no-epoch-checkpoints", *self.cpu_flag, "--log-format", "simple",
             "--log-interval", max(1, max_update // 10),
         ]  # fmt: skip
 
     def train(self, name: str) -> None:
         """Train one method with fairseq-train (its progress is shown as it runs)."""
-        run_fairseq("train", self.train_args(name), log_path=self.work / f"train-{name}.log", echo=True)
+        run_fairseq("train", self.train_args(name), log_path=self.work / f"train-{name}.log",
+                    echo=True, env=self.env)
 
     def checkpoint(self, name: str) -> Path:
         """The checkpoint whose samples are scored (equal budgets: the last one)."""
@@ -150,7 +161,7 @@ class Experiment:
         """``n_samples`` ancestral samples of one model (for the oracle: fresh ones)."""
         out = self.work / "samples"
         out.mkdir(exist_ok=True)
-        model, dictionary = lm.load_model(self.checkpoint(name))
+        model, dictionary = lm.load_model(self.checkpoint(name), self.device)
         seed = self.size.seed * 1000 + 100 + index
         samples = lm.sample(model, dictionary, self.size.n_samples, self.size.oracle.max_len, seed)
         (out / f"{name}.txt").write_text("\n".join(lm.to_text(dictionary, samples)) + "\n")
@@ -160,8 +171,8 @@ class Experiment:
         out = run_fairseq("eval-lm", [
             data, "--path", checkpoint, "--user-dir", USER_DIR, "--gen-subset", "test",
             "--sample-break-mode", "eos", "--tokens-per-sample", self.size.oracle.max_len + 2,
-            "--max-tokens", 8000, "--required-batch-size-multiple", 1, "--cpu",
-        ], log_path=self.work / "eval" / f"{name}.log").stdout  # fmt: skip
+            "--max-tokens", 8000, "--required-batch-size-multiple", 1, *self.cpu_flag,
+        ], env=self.env, log_path=self.work / "eval" / f"{name}.log").stdout  # fmt: skip
         m = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.e+]+)", out)
         return {"loss": float(m.group(1)), "ppl": float(m.group(2))}
 
@@ -173,7 +184,7 @@ class Experiment:
         run_fairseq("preprocess", [
             "--only-source", "--srcdict", self.work / "oracle" / "dict.txt",
             "--testpref", samples, "--destdir", binarized, "--workers", 1,
-        ], log_path=self.work / "eval" / f"preprocess-{name}.log")  # fmt: skip
+        ], env=self.env, log_path=self.work / "eval" / f"preprocess-{name}.log")  # fmt: skip
         q = self.eval_lm(binarized, self.checkpoint("oracle"), f"oracle-on-{name}")
         t = self.eval_lm(self.work / "bin", self.checkpoint(name), f"{name}-on-test")
         hyps = samples.read_text().splitlines()

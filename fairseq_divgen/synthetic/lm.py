@@ -50,12 +50,12 @@ def save_checkpoint(cfg, model, path: Path) -> None:
     checkpoint_utils.torch_persistent_save(state, str(path))
 
 
-def load_model(path: Path):
-    """(model in eval mode, dictionary) from a fairseq language-model checkpoint."""
+def load_model(path: Path, device: str = "cpu"):
+    """(model in eval mode on ``device``, dictionary) from a fairseq language-model checkpoint."""
     from fairseq import checkpoint_utils
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
-    model = models[0].eval()
+    model = models[0].eval().to(device)
     return model, task.target_dictionary
 
 
@@ -80,14 +80,15 @@ def sample(
     bos, pad and unk are never drawn and eos is not drawn as the first token (no empty
     lines); a sample that reaches ``max_len`` tokens without eos is cut there.
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     banned = banned_symbols(dictionary)
     eos = dictionary.eos()
     out: List[List[int]] = []
     while len(out) < n:
         bsz = min(batch_size, n - len(out))
-        tokens = torch.full((bsz, 1), eos, dtype=torch.long)
-        done = torch.zeros(bsz, dtype=torch.bool)
+        tokens = torch.full((bsz, 1), eos, dtype=torch.long, device=device)
+        done = torch.zeros(bsz, dtype=torch.bool, device=device)
         state: dict = {}
         for step in range(max_len):
             lprobs = next_token_log_probs(model, tokens, state)

@@ -47,8 +47,9 @@ def plot(rows: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:
     for name, r in rows.items():
         ax.scatter(r["self_bleu4"], r["ppl_oracle"], s=40)
         ax.annotate(name, (r["self_bleu4"], r["ppl_oracle"]), textcoords="offset points", xytext=(5, 4))
+    ax.set_yscale("log")
     ax.set_xlabel("self-BLEU-4 of samples (lower = more diverse)")
-    ax.set_ylabel("PPL_oracle of samples (lower = better)")
+    ax.set_ylabel("PPL_oracle of samples (log scale, lower = better)")
     ax.set_title("Synthetic oracle: quality vs diversity")
     ax.grid(alpha=0.3)
     fig.tight_layout()

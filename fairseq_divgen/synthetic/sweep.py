@@ -6,9 +6,12 @@ from typing import Dict
 from .experiment import Experiment, Variant
 from .report import LABELS, markdown
 
-TAILR_GRID = [(1e-7, 0.2), (0.1, 0.3), (0.1, 0.1), (0.3, 0.1), (1.0, 0.1), (1.0, 0.0)]
-TRUNCATION_RATIOS = [0.3, 0.7]
-LFD_GRID = [(0.5, 1.0), (2.0, 1.0), (1.0, 0.0), (1.0, 0.3)]
+# (gamma, min weight): the authors' synthetic and IWSLT14 settings, and smaller gammas
+TAILR_GRID = [(1e-7, 0.2), (1e-3, 0.1), (0.01, 0.1), (0.03, 0.1), (0.1, 0.3)]
+# (beta, lambda) of lfd_poe with the main run's degenerative model
+LFD_GRID = [(0.25, 1.0), (0.5, 1.0), (1.0, 3.0)]
+# truncation ratios of extra degenerative models (each with an LFD model on top)
+TRUNCATION_RATIOS: list = []
 
 
 def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
