@@ -57,7 +57,10 @@ def extract(archive: Path, dest: Path) -> None:
             _check_inside(root, [m.name for m in members], archive)
             t.extractall(dest, members=members)
     else:
-        sys.exit(f"error: {archive} is neither a zip nor a tar archive (an HTML error page?)")
+        sys.exit(
+            f"error: {archive} is neither a zip nor a tar archive (an HTML page served instead of "
+            "the file?); delete it, download the file by other means to that path, and rerun."
+        )
     print(f"extracted {archive} -> {dest}")
 
 
