@@ -34,7 +34,14 @@ setup(
         # NumPy 2.0 removed.
         "numpy<2",
     ],
-    extras_require={"test": ["pytest>=7"], "plot": ["matplotlib>=3.5"]},
+    extras_require={
+        # ROUGE for the summarization recipe (examples/summarization)
+        "rouge": ["rouge-score"],
+        # the demo's quality-vs-diversity plot
+        "plot": ["matplotlib>=3.5"],
+        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE
+        "test": ["pytest>=7", "rouge-score"],
+    },
     entry_points={
         "console_scripts": [
             "divgen-score = fairseq_divgen.scoring.cli:main",
