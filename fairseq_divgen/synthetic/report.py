@@ -41,6 +41,7 @@ def plot(rows: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed (pip install 'fairseq-divgen[plot]'); no plot"
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
@@ -48,6 +49,8 @@ def plot(rows: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:
         ax.scatter(r["self_bleu4"], r["ppl_oracle"], s=40)
         ax.annotate(name, (r["self_bleu4"], r["ppl_oracle"]), textcoords="offset points", xytext=(5, 4))
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("self-BLEU-4 of samples (lower = more diverse)")
     ax.set_ylabel("PPL_oracle of samples (log scale, lower = better)")
     ax.set_title("Synthetic oracle: quality vs diversity")
