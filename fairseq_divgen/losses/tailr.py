@@ -61,12 +61,15 @@ def tailr_loss(
     """
     target = target.view(-1, 1)
     pad = target.eq(ignore_index)
+    # Sums in at least fp32: with half log-probs, a row's smoothing sum or the batch's
+    # NLL sum passes fp16's maximum (65504). No-ops for fp32 / fp64 inputs.
+    acc = torch.promote_types(lprobs.dtype, torch.float32)
     gold = lprobs.gather(dim=-1, index=target)
-    nll = (-gold).masked_fill(pad, 0.0)
+    nll = (-gold.to(acc)).masked_fill(pad, 0.0)
     weight = tailr_weights(gold, gamma, min_weight).masked_fill_(pad, 0.0)
     nll_sum = nll.sum()
-    loss = (weight.to(nll.dtype) * nll).sum()
+    loss = (weight.to(acc) * nll).sum()
     if epsilon > 0.0:
-        smooth = (-lprobs.sum(dim=-1, keepdim=True)).masked_fill(pad, 0.0).sum()
+        smooth = (-lprobs.sum(dim=-1, keepdim=True, dtype=acc)).masked_fill(pad, 0.0).sum()
         loss = (1.0 - epsilon) * loss + (epsilon / lprobs.size(-1)) * smooth
     return loss, nll_sum, weight.sum()
