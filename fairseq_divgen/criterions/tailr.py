@@ -37,6 +37,8 @@ class TailrConfig(LabelSmoothedCrossEntropyCriterionConfig):
 class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
     """MLE with each gold token weighted by p / (gamma + (1 - gamma) p)."""
 
+    loss_function = staticmethod(tailr_loss)  # the benchmark swaps in a naive reference
+
     def __init__(
         self,
         task,
@@ -60,7 +62,7 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
         """Loss, sample size and logging outputs for one batch."""
         net_output = model(**sample["net_input"])
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, weight_sum = tailr_loss(
+        loss, nll_loss, weight_sum = self.loss_function(
             lprobs, target, self.gamma, self.min_weight, self.eps, self.padding_idx
         )
         ntokens = sample["ntokens"]
