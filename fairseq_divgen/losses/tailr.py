@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> float:
+    """gamma in force after ``num_updates`` updates: a linear ramp from 0 (exactly MLE)
+    to ``gamma`` over the first ``warmup_updates`` updates, then ``gamma`` (always
+    ``gamma`` when ``warmup_updates`` is 0)."""
+    if warmup_updates <= 0 or num_updates >= warmup_updates:
+        return gamma
+    return gamma * max(num_updates, 0) / warmup_updates
+
+
 def tailr_weights(
     gold_lprobs: Tensor, gamma: Union[float, Tensor], min_weight: float
 ) -> Tensor:
