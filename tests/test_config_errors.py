@@ -9,6 +9,7 @@ CASES = [
     (["--criterion", "tailr", "--density-ratio-threshold", "-0.1"], "--density-ratio-threshold must be in [0.0, 1.0]"),
     (["--criterion", "tailr", "--density-min-weight", "2"], "--density-min-weight must be in [0.0, 1.0]"),
     (["--criterion", "tailr", "--density-min-weight", "-1"], "--density-min-weight must be in [0.0, 1.0]"),
+    (["--criterion", "tailr", "--density-ratio-warmup-updates", "-5"], "--density-ratio-warmup-updates must be >= 0"),
     (["--criterion", "truncated_ce", "--truncation-ratio", "0"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-ratio", "1.2"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-warmup-updates", "-3"], "--truncation-warmup-updates must be >= 0"),

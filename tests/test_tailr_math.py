@@ -135,3 +135,26 @@ def test_no_nan_when_gold_probability_underflows(gamma, dtype):
     w = tailr_weights(torch.full((3,), -float("inf")), gamma, 0.2)
     assert torch.isfinite(w).all()
     assert w.tolist() == ([1.0] * 3 if gamma == 0.0 else [pytest.approx(0.2)] * 3)
+
+
+def test_half_log_probs_are_summed_in_fp32():
+    # Half-precision log-probabilities (e.g. from a caller that does not upcast like
+    # fairseq's get_normalized_probs does): a row's smoothing sum over V = 4096 entries
+    # near -30 and the NLL sum over the batch both pass fp16's maximum (65504).
+    g = torch.Generator().manual_seed(5)
+    n, v = 512, 4096
+    logits = torch.randn(n, v, generator=g) * 2.0
+    logits[:, 0] = 30.0  # one dominant token: every other log-probability is near -30
+    lprobs = torch.log_softmax(logits, -1).half()
+    target = torch.randint(2, v, (n,), generator=g)
+    lp64 = lprobs.double()  # the same half values, reduced in float64 below
+    gold = lp64.gather(-1, target[:, None]).squeeze(-1)
+    p = gold.exp()
+    for gamma, eps in ((0.1, 0.1), (0.0, 0.0), (1.0, 0.1)):
+        w = (p / (gamma + (1 - gamma) * p)).clamp(0.3, 1.0)
+        ref_loss = (1 - eps) * (w * -gold).sum() + eps / v * (-lp64.sum())
+        loss, nll, wsum = tailr_loss(lprobs, target, gamma, 0.3, eps, ignore_index=PAD)
+        assert torch.isfinite(loss) and torch.isfinite(nll)
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-4)
+        assert nll.item() == pytest.approx((-gold).sum().item(), rel=1e-4)
+        assert wsum.item() == pytest.approx(w.sum().item(), rel=1e-4)

@@ -31,14 +31,15 @@ def poe_nll_loss(
     """
     target = target.view(-1, 1)
     pad = target.eq(ignore_index)
-    main_logits = main_logits.float()
+    # No fp32 copy of the logits: the add promotes fp16 + fp32 to fp32 as it goes,
+    # and log_softmax(dtype=float32) upcasts inside the kernel.
     if beta != 0.0:
         # add(alpha=) fuses the scaling: no (N, V) temporary for beta * log q_degen.
         poe_lprobs = torch.log_softmax(
             torch.add(main_logits, degen_lprobs.detach().float(), alpha=beta), dim=-1
         )
     else:
-        poe_lprobs = torch.log_softmax(main_logits, dim=-1)
+        poe_lprobs = torch.log_softmax(main_logits, dim=-1, dtype=torch.float32)
     poe_nll = (-poe_lprobs.gather(-1, target)).masked_fill(pad, 0.0).sum()
     loss = poe_nll
     if epsilon > 0.0:
@@ -48,13 +49,8 @@ def poe_nll_loss(
     if beta == 0.0:
         main_nll = poe_nll
     else:
-        # nll_main = logsumexp(z) - z_y: one reduction, no V-sized softmax kept.
-        gold = main_logits.gather(-1, target)
-        main_nll = (
-            (torch.logsumexp(main_logits, dim=-1, keepdim=True) - gold)
-            .masked_fill(pad, 0.0)
-            .sum()
-        )
+        main_lprobs = torch.log_softmax(main_logits, dim=-1, dtype=torch.float32)
+        main_nll = (-main_lprobs.gather(-1, target)).masked_fill(pad, 0.0).sum()
     if mle_weight != 0.0:
         loss = loss + mle_weight * main_nll
     return loss, poe_nll, main_nll

@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> float:
+    """gamma in force after ``num_updates`` updates: a linear ramp from 0 (exactly MLE)
+    to ``gamma`` over the first ``warmup_updates`` updates, then ``gamma`` (always
+    ``gamma`` when ``warmup_updates`` is 0)."""
+    if warmup_updates <= 0 or num_updates >= warmup_updates:
+        return gamma
+    return gamma * max(num_updates, 0) / warmup_updates
+
+
 def tailr_weights(
     gold_lprobs: Tensor, gamma: Union[float, Tensor], min_weight: float
 ) -> Tensor:
@@ -61,12 +70,15 @@ def tailr_loss(
     """
     target = target.view(-1, 1)
     pad = target.eq(ignore_index)
+    # Sums in at least fp32: with half log-probs, a row's smoothing sum or the batch's
+    # NLL sum passes fp16's maximum (65504). No-ops for fp32 / fp64 inputs.
+    acc = torch.promote_types(lprobs.dtype, torch.float32)
     gold = lprobs.gather(dim=-1, index=target)
-    nll = (-gold).masked_fill(pad, 0.0)
+    nll = (-gold.to(acc)).masked_fill(pad, 0.0)
     weight = tailr_weights(gold, gamma, min_weight).masked_fill_(pad, 0.0)
     nll_sum = nll.sum()
-    loss = (weight.to(nll.dtype) * nll).sum()
+    loss = (weight.to(acc) * nll).sum()
     if epsilon > 0.0:
-        smooth = (-lprobs.sum(dim=-1, keepdim=True)).masked_fill(pad, 0.0).sum()
+        smooth = (-lprobs.sum(dim=-1, keepdim=True, dtype=acc)).masked_fill(pad, 0.0).sum()
         loss = (1.0 - epsilon) * loss + (epsilon / lprobs.size(-1)) * smooth
     return loss, nll_sum, weight.sum()

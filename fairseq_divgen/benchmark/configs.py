@@ -1,0 +1,62 @@
+"""What the benchmark trains: model presets and the criterions' flags."""
+
+
+def transformer(layers: int, dim: int, ffn: int, heads: int, arch: str = "transformer") -> list:
+    """Flags of a transformer with ``layers`` encoder and decoder layers of width ``dim``."""
+    flags = ["--arch", arch]
+    for side in ("encoder", "decoder"):
+        flags += [f"--{side}-layers", str(layers), f"--{side}-embed-dim", str(dim),
+                  f"--{side}-ffn-embed-dim", str(ffn), f"--{side}-attention-heads", str(heads)]
+    return flags  # fmt: skip
+
+
+# Each preset: (main model flags, quarter-size degenerative model flags). The
+# quarter-size model halves the width (embedding and FFN / hidden sizes) and, for
+# the transformers, the depth, which is about a quarter of the main model's
+# parameters (the JSON records the exact counts).
+ARCHS = {
+    "tiny": (transformer(1, 32, 64, 2), transformer(1, 16, 32, 2)),
+    "small": (transformer(2, 256, 1024, 4), transformer(1, 128, 512, 4)),
+    # transformer_iwslt_de_en: 6 + 6 layers, 512, FFN 1024, 4 heads
+    "iwslt": (["--arch", "transformer_iwslt_de_en"],
+              transformer(3, 256, 512, 4, "transformer_iwslt_de_en")),
+    # transformer (base): 6 + 6 layers, 512, FFN 2048, 8 heads
+    "base": (["--arch", "transformer"], transformer(3, 256, 1024, 4)),
+    # lstm: 1-layer encoder and decoder, 512, attention
+    "lstm": (["--arch", "lstm"],
+             ["--arch", "lstm", "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+              "--decoder-out-embed-dim", "256"]),
+}  # fmt: skip
+
+COMMON = ["--share-all-embeddings"]
+
+LS = ["--label-smoothing", "0.1"]
+TAILR_IWSLT14 = LS + ["--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"]
+BASELINE = "label_smoothed_cross_entropy"
+
+# row name -> (criterion, its flags, degenerative model size or None)
+ROWS = {
+    "cross_entropy": ("cross_entropy", [], None),
+    BASELINE: (BASELINE, LS, None),
+    "tailr": ("tailr", TAILR_IWSLT14, None),
+    "truncated_ce": ("truncated_ce", ["--truncation-ratio", "0.5"], None),
+    "lfd_poe (equal-size degenerative)": ("lfd_poe", LS, "equal"),
+    "lfd_poe (quarter-size degenerative)": ("lfd_poe", LS, "quarter"),
+    "tailr_naive_reference (benchmark only)": ("tailr_naive_reference", TAILR_IWSLT14, None),
+}
+
+OPTIMIZER = [
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0005",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",
+]  # fmt: skip
+
+
+def degenerative_arch(arch: str, size: str) -> list:
+    """Flags of the degenerative model: the main model's (``equal``) or the quarter one."""
+    main, quarter = ARCHS[arch]
+    return (main if size == "equal" else quarter) + COMMON
+
+
+def main_arch(arch: str) -> list:
+    """Flags of the main model."""
+    return ARCHS[arch][0] + COMMON

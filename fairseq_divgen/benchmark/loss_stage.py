@@ -1,0 +1,122 @@
+"""Loss stage alone: time and extra peak memory of each criterion's math from logits.
+
+``python -m fairseq_divgen.benchmark.loss_stage --tokens 4096 --vocab 32000``
+runs, for each criterion, what it computes after the model's forward (fairseq's
+fp32 ``log_softmax`` of the logits, then the loss; for ``lfd_poe`` also the frozen
+model's log-probabilities) and the backward to the logits, each in its own
+process: extra peak RSS over the inputs and median CPU seconds (one thread). ``--profile NAME``
+prints the torch profiler's per-operator table (sorted by memory) for one of them.
+"""
+import argparse
+import resource
+import sys
+import time
+from statistics import median
+
+import torch
+import torch.nn.functional as F
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+from ..losses import poe_nll_loss, tailr_loss, truncated_nll_loss
+from .naive_tailr import naive_tailr_loss
+
+PAD = 1
+
+
+def _lprobs(z):
+    return F.log_softmax(z, dim=-1, dtype=torch.float32)  # fairseq's get_normalized_probs
+
+
+def _lfd_poe(z, d, t):
+    with torch.no_grad():
+        degen = _lprobs(d)
+    loss, _, _ = poe_nll_loss(z, degen, t, 1.0, 1.0, 0.1, PAD)
+    (-degen.gather(-1, t[:, None])).sum()  # the criterion logs the degenerative NLL
+    return loss
+
+
+STAGES = {
+    "cross_entropy": lambda z, d, t: F.nll_loss(_lprobs(z), t, ignore_index=PAD, reduction="sum"),
+    "label_smoothed_cross_entropy": lambda z, d, t: label_smoothed_nll_loss(_lprobs(z), t, 0.1, PAD)[0],
+    "tailr": lambda z, d, t: tailr_loss(_lprobs(z), t, 0.1, 0.3, 0.1, PAD)[0],
+    "truncated_ce": lambda z, d, t: truncated_nll_loss(_lprobs(z), t, 0.5, PAD, t.numel())[0],
+    "lfd_poe": _lfd_poe,
+    "tailr_naive_reference": lambda z, d, t: naive_tailr_loss(_lprobs(z), t, 0.1, 0.3, 0.1, PAD)[0],
+}  # fmt: skip
+
+
+def inputs(tokens, vocab, dtype, seed=0):
+    """Logits of the main and of the degenerative model, and targets (no pads)."""
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(tokens, vocab, generator=g) * 3).to(dtype).requires_grad_(True)
+    d = (torch.randn(tokens, vocab, generator=g) * 3).to(dtype)
+    t = torch.randint(4, vocab, (tokens,), generator=g)
+    return z, d, t
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(conn, spec):
+    """Process entry point: extra peak RSS and median time of one stage."""
+    torch.set_num_threads(spec["threads"])
+    z, d, t = inputs(spec["tokens"], spec["vocab"], getattr(torch, spec["dtype"]))
+    stage = STAGES[spec["name"]]
+    base = _peak_mb()
+    seconds = []
+    for _ in range(spec["repeats"]):
+        z.grad = None
+        start = time.process_time()  # one thread: CPU time, steadier than wall time here
+        stage(z, d, t).backward()
+        seconds.append(time.process_time() - start)
+    conn.send({"extra_peak_mb": _peak_mb() - base, "seconds": median(seconds)})
+    conn.close()
+
+
+def profile(name, tokens, vocab, dtype):
+    """The torch profiler's operator table (CPU time and memory) for one stage."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    z, d, t = inputs(tokens, vocab, getattr(torch, dtype))
+    STAGES[name](z, d, t).backward()  # warm-up
+    z.grad = None
+    with torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        STAGES[name](z, d, t).backward()
+    return prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=12)
+
+
+def main(argv=None) -> int:
+    """Measure every stage (or profile one) and print a markdown table."""
+    from .runner import CONTEXT, run_in_process
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=4096)
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="dtype of the logits (the loss itself is fp32, as in fairseq)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    p.add_argument("--profile", choices=sorted(STAGES), default=None)
+    args = p.parse_args(argv)
+    if args.profile:
+        torch.set_num_threads(args.threads)
+        print(profile(args.profile, args.tokens, args.vocab, args.dtype))
+        return 0
+    unit = args.tokens * args.vocab * 4 / 2**20
+    print(f"N = {args.tokens}, V = {args.vocab}, {args.dtype} logits; one fp32 (N, V) "
+          f"tensor = {unit:.0f} MiB\n\n| criterion | extra peak MiB | in (N, V) fp32 "
+          "| CPU seconds (fwd + bwd) |\n|---|---|---|---|")
+    del CONTEXT
+    for name in args.stages:
+        spec = {**vars(args), "name": name}
+        r = run_in_process(name, measure, spec)
+        print(f"| {name} | {r['extra_peak_mb']:.0f} | {r['extra_peak_mb'] / unit:.2f} "
+              f"| {r['seconds']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
