@@ -3,8 +3,8 @@
 and TaiLr warm-started from MLE, with equal update budgets and the same seed.
 
 Meant for a GPU machine (the defaults: transformer_iwslt_de_en, --fp16, 4000 updates
-of 8192 tokens per run). The corpus is built offline: the demo's translation rule
-(``fairseq_divgen/demo.py``: reverse the sentence and rename every word) scaled up to
+of 8192 tokens per run). The corpus is built offline: a toy translation rule
+(reverse the sentence and rename every word) scaled up to
 a Zipfian vocabulary of 8,000 source words, 3-30 words per sentence, 100,000 training
 pairs, and 20% of the training targets replaced by random target words (the noise
 TaiLr is meant to resist); validation and test sets are clean. For every run it
@@ -37,7 +37,7 @@ OVERFLOW = "gradient overflow detected"
 
 
 def write_corpus(raw: Path, sizes, vocab: int, noise: float, seed: int) -> None:
-    """The demo's rule at scale: target = source reversed with every word renamed;
+    """A toy rule at scale: target = source reversed with every word renamed;
     a fraction ``noise`` of training targets is replaced by random words."""
     rng = random.Random(seed)
     zipf = [1.0 / (r + 1) for r in range(vocab)]
