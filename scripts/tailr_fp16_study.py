@@ -152,7 +152,7 @@ def parse_args(argv=None):
     p.add_argument("--train-size", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cpu", action="store_true", help="train on the CPU, in fp32 (fairseq's "
-                   "fp16 overflow handling calls .cuda())")
+                   "fp16 optimizer needs CUDA)")
     p.add_argument("--tiny", action="store_true", help="a few minutes on a CPU: checks the plumbing only")
     p.add_argument("--verbose", action="store_true", help="stream fairseq's output")
     args = p.parse_args(argv)

@@ -54,11 +54,15 @@ def parse_args(argv=None):
         p.error(f"--criteria: unknown {unknown}; choose from {list(configs.ROWS)}")
     if args.vocab < 8 or args.tokens_per_batch < 1 or args.seq_len < 2:
         p.error("--vocab must be >= 8, --tokens-per-batch >= 1 and --seq-len >= 2")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: torch sees no CUDA device here (use --device cpu)")
     if args.threads is None and args.device == "cpu":
         args.threads = 1
     if args.fp16 and args.device == "cpu":
-        print("note: --fp16 on the CPU runs fairseq's fp16 path, but half-precision "
-              "CPU kernels are slow; timings mean little there", file=sys.stderr)
+        p.error("--fp16 needs --device cuda: fairseq's fp16 optimizer calls torch.cuda")
     return args
 
 
@@ -91,7 +95,9 @@ def build_degenerative(args, work, size) -> tuple:
         ["--truncation-ratio", "0.5"], configs.degenerative_arch(args.arch, size),
     )
     spec = {**_spec(args, argv), "path": str(path)}
-    reply = runner.run_in_process(f"degenerative {size}", worker.build_degenerative_checkpoint, spec)
+    reply = runner.run_in_process(
+        f"degenerative {size}", worker.build_degenerative_checkpoint, spec, args.device
+    )
     return path, reply["params"]
 
 
@@ -143,7 +149,7 @@ def run(args) -> dict:
             checkpoints[size], degen_params[size] = build_degenerative(args, work, size)
         specs, meta = worker_specs(args, work, checkpoints)
         loads = []
-        workers = runner.Workers(specs)
+        workers = runner.Workers(specs, args.device)
         try:
             timings = runner.interleaved_rounds(
                 workers, specs, args.repeats, args.steps, args.warmup,

@@ -60,6 +60,9 @@ def _peak_mb():
 
 def measure(conn, spec):
     """Process entry point: extra peak RSS and median time of one stage."""
+    from .worker import fix_malloc_threshold
+
+    fix_malloc_threshold()  # as in the benchmark's workers
     torch.set_num_threads(spec["threads"])
     z, d, t = inputs(spec["tokens"], spec["vocab"], getattr(torch, spec["dtype"]))
     stage = STAGES[spec["name"]]
@@ -89,7 +92,7 @@ def profile(name, tokens, vocab, dtype):
 
 def main(argv=None) -> int:
     """Measure every stage (or profile one) and print a markdown table."""
-    from .runner import CONTEXT, run_in_process
+    from .runner import run_in_process
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=4096)
@@ -109,7 +112,6 @@ def main(argv=None) -> int:
     print(f"N = {args.tokens}, V = {args.vocab}, {args.dtype} logits; one fp32 (N, V) "
           f"tensor = {unit:.0f} MiB\n\n| criterion | extra peak MiB | in (N, V) fp32 "
           "| CPU seconds (fwd + bwd) |\n|---|---|---|---|")
-    del CONTEXT
     for name in args.stages:
         spec = {**vars(args), "name": name}
         r = run_in_process(name, measure, spec)

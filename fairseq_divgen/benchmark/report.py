@@ -44,6 +44,7 @@ def build_rows(timings: dict, summaries: dict, baseline: str, meta: dict, clock:
             "degenerative_params": s["degenerative_params"],
             "skipped_updates": s["skipped_updates"],
             "torch_threads": s["torch_threads"],
+            "fixed_malloc_threshold": s["fixed_malloc_threshold"],
         })  # fmt: skip
     return rows
 

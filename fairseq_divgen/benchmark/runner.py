@@ -4,20 +4,20 @@ import os
 
 from . import worker
 
-# Modules every worker needs, imported once by the fork server (a fresh interpreter)
-# instead of once per worker; each worker is still its own process with its own peak RSS.
+# Modules every CPU worker needs, imported once by the fork server (a fresh
+# interpreter) instead of once per worker; each worker is still its own process with
+# its own peak RSS.
 PRELOAD = ["torch", "fairseq.trainer", "fairseq.options", "fairseq_divgen.benchmark.naive_tailr"]
 
 
-def _context():
-    if "forkserver" in multiprocessing.get_all_start_methods():
+def process_context(device: str = "cpu"):
+    """Fork server on a CPU run; fresh interpreters (spawn) on a GPU run, since CUDA
+    does not survive a fork of a process that may have touched it."""
+    if device == "cpu" and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
     return multiprocessing.get_context("spawn")
-
-
-CONTEXT = _context()
 
 
 class WorkerError(RuntimeError):
@@ -35,10 +35,11 @@ def _answer(name, conn, process):
     return reply
 
 
-def run_in_process(name, target, spec):
+def run_in_process(name, target, spec, device="cpu"):
     """Run ``target(conn, spec)`` in a fresh process and return its one reply."""
-    parent, child = CONTEXT.Pipe()
-    process = CONTEXT.Process(target=target, args=(child, spec), daemon=True)
+    ctx = process_context(device)
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=target, args=(child, spec), daemon=True)
     process.start()
     child.close()
     try:
@@ -50,11 +51,12 @@ def run_in_process(name, target, spec):
 class Workers:
     """The worker processes of one benchmark run, addressed by configuration name."""
 
-    def __init__(self, specs: dict):
+    def __init__(self, specs: dict, device: str = "cpu"):
+        ctx = process_context(device)
         self.procs = {}
         for name, spec in specs.items():
-            parent, child = CONTEXT.Pipe()
-            process = CONTEXT.Process(target=worker.serve, args=(child, spec), daemon=True)
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=worker.serve, args=(child, spec), daemon=True)
             process.start()
             child.close()
             self.procs[name] = (parent, process)

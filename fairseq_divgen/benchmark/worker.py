@@ -4,6 +4,7 @@ The parent starts one such process per configuration and asks them in turn to ru
 a few ``Trainer.train_step`` calls, so configurations are interleaved in time while
 each process's peak memory belongs to one configuration only.
 """
+import ctypes
 import logging
 import resource
 import sys
@@ -16,6 +17,23 @@ def peak_rss_mb() -> float:
     """This process's peak resident set size in MiB (``ru_maxrss``)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def fix_malloc_threshold(nbytes: int = 1 << 20) -> bool:
+    """Serve every allocation of ``nbytes`` or more by its own mmap (glibc only).
+
+    glibc moves this threshold with the history of frees (up to 32 MiB), so whether a
+    vocabulary-sized tensor reuses heap memory or pays fresh page faults depends on
+    what ran before: a few per cent of step time at random, and peak RSS that
+    wanders likewise. A fixed threshold makes both depend on the configuration only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, nbytes))  # M_MMAP_THRESHOLD; also stops its drift
+    except (OSError, AttributeError):
+        return False
 
 
 def build_trainer(argv):
@@ -55,9 +73,10 @@ class Session:
         from .data import fixed_batches
 
         self.torch = torch
+        self.fixed_malloc = "--cpu" in spec["argv"] and fix_malloc_threshold()
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
-        self.cuda = spec["argv"].count("--cpu") == 0 and torch.cuda.is_available()
+        self.cuda = "--cpu" not in spec["argv"] and torch.cuda.is_available()
         self.baseline_mb = self.memory_now_mb()  # imports only: no task, model or data yet
         self.trainer, self.task, self.params = build_trainer(spec["argv"])
         self.batches = fixed_batches(self.task.target_dictionary, **spec["batches"])
@@ -80,20 +99,31 @@ class Session:
         """Time ``steps`` train steps (the batches in a fixed cyclic order): wall-clock
         seconds and this process's CPU seconds."""
         seconds, cpu_seconds, tokens = [], [], []
+        if self.cuda and self.steps_run > 0:
+            self._step()  # untimed: refills the CUDA cache emptied after the last round
         for _ in range(steps):
-            sample = self.batches[self.cursor % len(self.batches)]
-            self.cursor += 1
             if self.cuda:
                 self.torch.cuda.synchronize()
             start, cpu_start = time.perf_counter(), time.process_time()
-            self.trainer.train_step([sample])
+            ntokens = self._step()
             if self.cuda:
                 self.torch.cuda.synchronize()
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)
-            tokens.append(int(sample["ntokens"]))
-            self.steps_run += 1
+            tokens.append(ntokens)
+        if self.cuda:
+            # Idle workers must not sit on cached blocks while another one runs (the
+            # peak counter is unaffected).
+            self.torch.cuda.empty_cache()
         return {"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": tokens}
+
+    def _step(self) -> int:
+        """One ``Trainer.train_step`` on the next fixed batch; returns its target tokens."""
+        sample = self.batches[self.cursor % len(self.batches)]
+        self.cursor += 1
+        self.trainer.train_step([sample])
+        self.steps_run += 1
+        return int(sample["ntokens"])
 
     def summary(self) -> dict:
         """Peak memory, parameter counts and skipped (overflowed) updates."""
@@ -108,6 +138,7 @@ class Session:
             "degenerative_params": degen_params,
             "skipped_updates": self.steps_run - self.trainer.get_num_updates(),
             "torch_threads": self.torch.get_num_threads(),
+            "fixed_malloc_threshold": self.fixed_malloc,
         }
 
 
