@@ -111,4 +111,6 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
         count = sum(log.get("tailr_weight_count", 0) for log in logging_outputs)
         if count > 0:
             metrics.log_scalar("tailr_weight", weight_sum / count, count, round=3)
-            metrics.log_scalar("tailr_gamma", gamma_sum / count, count)
+            # 8 decimals: shows gamma = 1e-7, and hides the last-bit differences that
+            # summing gamma * count in another order (other workers) would print
+            metrics.log_scalar("tailr_gamma", gamma_sum / count, count, round=8)
