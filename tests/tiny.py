@@ -33,6 +33,9 @@ def common_train_args(save_dir, max_update=20, seed=1):
         "--max-update", str(max_update), "--save-dir", str(save_dir),
         "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1",
         "--no-progress-bar", "--num-workers", "0",
+        # fairseq's prefetch thread can still be reading when the process exits and
+        # abort it (SIGABRT after training finished); without the buffer there is none
+        "--data-buffer-size", "0",
     ]  # fmt: skip
 
 
