@@ -46,7 +46,6 @@ setup(
         "console_scripts": [
             "divgen-score = fairseq_divgen.scoring.cli:main",
             "divgen-demo = fairseq_divgen.demo:main",
-            "divgen-benchmark = fairseq_divgen.benchmark.cli:main",
         ]
     },
     classifiers=[

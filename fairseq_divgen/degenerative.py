@@ -172,11 +172,12 @@ class DegenerativeModel:
         if mine.device != ref.device or mine.dtype != ref.dtype:
             self.model.to(device=ref.device, dtype=ref.dtype)
 
-    def log_probs(self, main_model, sample) -> torch.Tensor:
-        """(B, T, V) fp32 log-probabilities of the degenerative model on ``sample``."""
+    def logits(self, main_model, sample) -> torch.Tensor:
+        """(B, T, V) output scores of the degenerative model on ``sample``, in the
+        main model's dtype; a product of experts needs nothing else (its log-softmax
+        differs by a per-token constant)."""
         if self.model is None:
             self.load()
         self._place_like(main_model)
         with torch.no_grad():
-            net_output = self.model(**sample["net_input"])
-            return self.model.get_normalized_probs(net_output, log_probs=True)
+            return self.model(**sample["net_input"])[0]

@@ -24,10 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from fairseq_divgen.benchmark.configs import transformer
-from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
-from fairseq_divgen.scoring.cli import score_texts
-from fairseq_divgen.scoring.read import read_generate_output
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.configs import transformer  # noqa: E402
+from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq  # noqa: E402
+from fairseq_divgen.scoring.cli import score_texts  # noqa: E402
+from fairseq_divgen.scoring.read import read_generate_output  # noqa: E402
 
 TAILR = ["--criterion", "tailr", "--label-smoothing", "0.1",
          "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"]  # fmt: skip

@@ -2,8 +2,8 @@
 import json
 import math
 
-from fairseq_divgen.benchmark import configs
-from fairseq_divgen.benchmark.cli import main
+from benchmarks import configs
+from benchmarks.cli import main
 
 
 def test_tiny_cpu_benchmark_reports_every_criterion(tmp_path):

@@ -5,6 +5,7 @@ import re
 import shutil
 
 import pytest
+import fairseq  # noqa: F401  (fairseq_divgen registers, and allowlists checkpoints, once fairseq is imported)
 import torch
 
 import tiny

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from fairseq.logging import metrics
 
 import tiny
-from fairseq_divgen.benchmark.worker import build_trainer
 from fairseq_divgen.losses import scheduled_gamma
 
 
@@ -28,7 +27,7 @@ def test_scheduled_gamma_is_a_linear_ramp_then_gamma(n):
 def _trainer(translation_data, tmp_path, flags):
     argv = [str(translation_data / "bin"), "--task", "translation", *tiny.TINY_TRANSFORMER,
             *tiny.common_train_args(tmp_path), "--dropout", "0", *flags]  # fmt: skip
-    trainer, task, _ = build_trainer(argv)
+    trainer, task = tiny.build_trainer(argv)
     task.load_dataset("valid")
     dataset = task.dataset("valid")
     sample = dataset.collater([dataset[i] for i in range(16)])

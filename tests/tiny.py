@@ -113,3 +113,23 @@ def hypotheses(output: str):
             tag, score, text = (line.split("\t") + [""])[:3]
             out.append((int(tag[2:]), float(score), text))
     return out
+
+
+def build_trainer(argv):
+    """Task, model, criterion and ``fairseq.trainer.Trainer`` built in this process
+    from a fairseq-train command line, as fairseq-train builds them."""
+    import numpy as np
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.logging import metrics
+    from fairseq.trainer import Trainer
+
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    cfg = convert_namespace_to_omegaconf(args)
+    metrics.reset()
+    np.random.seed(cfg.common.seed)
+    utils.set_torch_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return Trainer(cfg, task, model, criterion), task

@@ -18,7 +18,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from ..losses import poe_nll_loss
+from ..losses import lfd_loss
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
 
@@ -37,6 +37,13 @@ class LfdPoeConfig(LabelSmoothedCrossEntropyCriterionConfig):
         default=1.0,
         metadata={"help": "lambda >= 0: weight of the main model's own NLL added to the PoE loss"},
     )
+    poe_exclude_eos: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the end-of-sentence symbol out of the product of experts: "
+            "p(eos) is the main model's own, the other symbols share the rest as a product"
+        },
+    )
 
 
 @register_criterion("lfd_poe", dataclass=LfdPoeConfig)
@@ -52,6 +59,7 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         label_smoothing,
         degenerative_scale=1.0,
         mle_weight=1.0,
+        poe_exclude_eos=False,
         ignore_prefix_size=0,
         report_accuracy=False,
     ):
@@ -69,38 +77,46 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         )
         self.beta = degenerative_scale
         self.mle_weight = mle_weight
+        self.exclude_eos = poe_exclude_eos
+        self.eos_idx = task.target_dictionary.eos()
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
         net_output = model(**sample["net_input"])
         logits = net_output[0]
-        degen_lprobs = self.task.degenerative.log_probs(model, sample)
+        degen_logits = None
+        if self.beta != 0.0:
+            degen_logits = self.task.degenerative.logits(model, sample)
         target = model.get_targets(sample, net_output)
         if self.ignore_prefix_size > 0:
             p = self.ignore_prefix_size
-            logits, degen_lprobs, target = logits[:, p:], degen_lprobs[:, p:], target[:, p:]
+            logits, target = logits[:, p:], target[:, p:]
+            if degen_logits is not None:
+                degen_logits = degen_logits[:, p:]
         vocab = logits.size(-1)
         target = target.reshape(-1)
-        loss, poe_nll, main_nll = poe_nll_loss(
-            logits.reshape(-1, vocab), degen_lprobs.reshape(-1, vocab), target,
-            self.beta, self.mle_weight, self.eps, self.padding_idx,
+        out = lfd_loss(
+            logits.reshape(-1, vocab),
+            None if degen_logits is None else degen_logits.reshape(-1, vocab),
+            target, self.beta, self.mle_weight, self.eps, self.padding_idx,
+            self.eos_idx, self.exclude_eos,
         )  # fmt: skip
-        pad = target.eq(self.padding_idx)
-        degen_nll = (
-            -degen_lprobs.reshape(-1, vocab).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ).masked_fill(pad, 0.0).sum()
+        loss = out.loss
         ntokens = sample["ntokens"]
         nsentences = sample["target"].size(0)
         sample_size = nsentences if self.sentence_avg else ntokens
         logging_output = {
             "loss": loss.data,
-            "nll_loss": main_nll.data,
-            "poe_loss": poe_nll.data,
-            "degen_nll_loss": degen_nll.data,
+            "nll_loss": out.main_nll.data,
+            "poe_loss": out.poe_nll.data,
+            "eos_nll_sum": out.main_eos_nll.data,
+            "eos_count": target.eq(self.eos_idx).sum().data,
             "ntokens": ntokens,
             "nsentences": nsentences,
             "sample_size": sample_size,
         }
+        if out.degen_nll is not None:
+            logging_output["degen_nll_loss"] = out.degen_nll.data
         if self.report_accuracy:
             add_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
@@ -113,5 +129,11 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
         if ntokens > 0:
             for key in ("poe_loss", "degen_nll_loss"):
-                total = sum(log.get(key, 0) for log in logging_outputs)
-                metrics.log_scalar(key, total / ntokens / LN2, ntokens, round=3)
+                if any(key in log for log in logging_outputs):
+                    total = sum(log.get(key, 0) for log in logging_outputs)
+                    metrics.log_scalar(key, total / ntokens / LN2, ntokens, round=3)
+        n_eos = sum(log.get("eos_count", 0) for log in logging_outputs)
+        if n_eos > 0:
+            # the main model's own NLL at gold end-of-sentence positions (docs/lfd.md)
+            total = sum(log.get("eos_nll_sum", 0) for log in logging_outputs)
+            metrics.log_scalar("eos_nll", total / n_eos / LN2, n_eos, round=3)

@@ -1,4 +1,4 @@
-"""``divgen-benchmark`` / ``scripts/benchmark.py``: training throughput and peak memory
+"""``scripts/benchmark.py`` (``python -m benchmarks``): training throughput and peak memory
 of every criterion against ``label_smoothed_cross_entropy``, through fairseq's Trainer.
 
 Every configuration trains the same model (same seed) on the same fixed batches with

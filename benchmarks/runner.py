@@ -7,7 +7,7 @@ from . import worker
 # Modules every CPU worker needs, imported once by the fork server (a fresh
 # interpreter) instead of once per worker; each worker is still its own process with
 # its own peak RSS.
-PRELOAD = ["torch", "fairseq.trainer", "fairseq.options", "fairseq_divgen.benchmark.naive_tailr"]
+PRELOAD = ["torch", "fairseq.trainer", "fairseq.options", "benchmarks.naive_tailr"]
 
 
 def process_context(device: str = "cpu"):

@@ -1,4 +1,4 @@
-"""Training-cost benchmark of the criterions (``divgen-benchmark``, ``scripts/benchmark.py``).
+"""Training-cost benchmark of the criterions (``scripts/benchmark.py``).
 
 Not imported by the package itself: importing ``fairseq_divgen`` registers only the
 user-facing criterions. The benchmark additionally registers

@@ -1,6 +1,6 @@
 """Loss stage alone: time and extra peak memory of each criterion's math from logits.
 
-``python -m fairseq_divgen.benchmark.loss_stage --tokens 4096 --vocab 32000``
+``python -m benchmarks.loss_stage --tokens 4096 --vocab 32000`` (from the repository root)
 runs, for each criterion, what it computes after the model's forward (fairseq's
 fp32 ``log_softmax`` of the logits, then the loss; for ``lfd_poe`` also the frozen
 model's log-probabilities) and the backward to the logits, each in its own
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from ..losses import poe_nll_loss, tailr_loss, truncated_nll_loss
+from fairseq_divgen.losses import lfd_loss, tailr_loss, truncated_nll_loss
+
 from .naive_tailr import naive_tailr_loss
 
 PAD = 1
@@ -28,11 +29,8 @@ def _lprobs(z):
 
 
 def _lfd_poe(z, d, t):
-    with torch.no_grad():
-        degen = _lprobs(d)
-    loss, _, _ = poe_nll_loss(z, degen, t, 1.0, 1.0, 0.1, PAD)
-    (-degen.gather(-1, t[:, None])).sum()  # the criterion logs the degenerative NLL
-    return loss
+    # the criterion passes the degenerative model's logits (it logs their NLL too)
+    return lfd_loss(z, d, t, 1.0, 1.0, 0.1, PAD, eos_index=2).loss
 
 
 STAGES = {

@@ -12,7 +12,7 @@ benchmark imports this module, never by ``import fairseq_divgen``.
 import torch
 from fairseq.criterions import register_criterion
 
-from ..criterions.tailr import TailrConfig, TailrCriterion
+from fairseq_divgen.criterions.tailr import TailrConfig, TailrCriterion
 
 NAME = "tailr_naive_reference"
 
