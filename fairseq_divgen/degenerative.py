@@ -21,7 +21,7 @@ This object is the only place that knows how that model lives:
 """
 import logging
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from fairseq import checkpoint_utils, tasks
@@ -35,6 +35,12 @@ FLAG = "--degenerative-checkpoint"
 
 class DegenerativeModelError(ValueError):
     """A problem with the degenerative checkpoint, reported before training starts."""
+
+
+REMEDY = (
+    "Train the degenerative model on data binarized with the same dictionaries "
+    "(fairseq-preprocess --srcdict/--tgtdict, or the same data directory)."
+)
 
 
 def first_difference(ours, theirs) -> Optional[int]:
@@ -54,10 +60,16 @@ def _check_same_dictionary(what, task_dict, degen_dict, path):
     raise DegenerativeModelError(
         f"{FLAG} {path}: its {what} dictionary differs from the task's at symbol "
         f"#{i}: {theirs!r} in the checkpoint's, {ours!r} in the task's (sizes "
-        f"{len(degen_dict)} and {len(task_dict)}). Train the degenerative model on "
-        "data binarized with the same dictionaries (fairseq-preprocess --srcdict/"
-        "--tgtdict, or the same data directory)."
+        f"{len(degen_dict)} and {len(task_dict)}). {REMEDY}"
     )
+
+
+def vocabulary_rows(model_state: Dict[str, torch.Tensor], side: str) -> Dict[str, int]:
+    """Rows of the vocabulary-sized matrices of one side (``encoder``/``decoder``)."""
+    keys = [f"{side}.embed_tokens.weight"]
+    if side == "decoder":
+        keys.append("decoder.output_projection.weight")
+    return {k: model_state[k].shape[0] for k in keys if k in model_state}
 
 
 class DegenerativeModel:
@@ -68,36 +80,51 @@ class DegenerativeModel:
         self.task = task
         self.encoder_decoder = encoder_decoder
         self.model = None
-        self._state = None  # the checkpoint read by check(), kept until load
+        self._state = None  # what check() read and loading needs (weights, config)
+        self._checked_dtype = None  # reduced precision whose outputs were checked finite
 
     @property
     def loaded(self) -> bool:
         """Whether the model has been built (on first use)."""
         return self.model is not None
 
+    def _error(self, message: str) -> DegenerativeModelError:
+        return DegenerativeModelError(f"{FLAG} {self.path}: {message}")
+
     def check(self) -> None:
-        """Read the checkpoint and check it against the task; raise a clear error if unusable."""
+        """Read the checkpoint and check it against the task; raise a clear error if unusable.
+
+        Everything is checked from what the checkpoint itself holds (kind of model,
+        vocabulary sizes of its embedding and output matrices, adaptive softmax,
+        translation direction), and symbol by symbol against its own dictionaries
+        when its stage-1 data directory is still there. Only the weights and the
+        configuration are kept for loading (not the optimizer state).
+        """
         if not self.path:
             raise DegenerativeModelError(
                 f"{FLAG} is required with --criterion lfd_poe: pass the checkpoint "
                 "of the degenerative model trained in stage 1 (--criterion truncated_ce)."
             )
+        if os.path.isdir(self.path):
+            found = sorted(f for f in os.listdir(self.path) if f.endswith(".pt"))
+            hint = f" (it holds {', '.join(found[:4])})" if found else ""
+            raise self._error(
+                f"is a directory{hint}. Pass one checkpoint file from it, e.g. "
+                f"{os.path.join(self.path, found[0] if found else 'checkpoint_best.pt')}."
+            )
         if not os.path.isfile(self.path):
-            raise DegenerativeModelError(
-                f"{FLAG} {self.path}: no such file. Pass the checkpoint_*.pt written "
-                "by the stage-1 fairseq-train run (--criterion truncated_ce)."
+            raise self._error(
+                "no such file. Pass the checkpoint_*.pt written by the stage-1 "
+                "fairseq-train run (--criterion truncated_ce)."
             )
         try:
             state = checkpoint_utils.load_checkpoint_to_cpu(self.path)
         except Exception as e:  # any unreadable file: report it with the flag
-            raise DegenerativeModelError(
-                f"{FLAG} {self.path}: not a readable fairseq checkpoint ({type(e).__name__}: {e})"
-            ) from e
+            raise self._error(f"not a readable fairseq checkpoint ({type(e).__name__}: {e})") from e
         if not isinstance(state, dict) or "model" not in state:
-            raise DegenerativeModelError(
-                f"{FLAG} {self.path}: not a fairseq checkpoint (no 'model' entry)."
-            )
-        has_encoder = any(k.startswith("encoder.") for k in state["model"])
+            raise self._error("not a fairseq checkpoint (no 'model' entry).")
+        weights = state["model"]
+        has_encoder = any(k.startswith("encoder.") for k in weights)
         if has_encoder != self.encoder_decoder:
             kind = "an encoder-decoder" if has_encoder else "a decoder-only"
             wanted = (
@@ -105,41 +132,81 @@ class DegenerativeModel:
                 if self.encoder_decoder
                 else "--task language_modeling_lfd needs a decoder-only language model"
             )
-            raise DegenerativeModelError(
-                f"{FLAG} {self.path}: holds {kind} model, but {wanted} trained on "
-                "the same data."
+            raise self._error(f"holds {kind} model, but {wanted} trained on the same data.")
+        if any(k.startswith("decoder.adaptive_softmax.") for k in weights):
+            raise self._error(
+                "the model has an adaptive softmax (--adaptive-softmax-cutoff); the product "
+                "of experts needs full-vocabulary logits. Train the degenerative model "
+                "without an adaptive softmax."
             )
-        own_task = self._setup_own_task(state)
-        _check_same_dictionary(
-            "target", self.task.target_dictionary, own_task.target_dictionary, self.path
-        )
-        if self.encoder_decoder:
-            _check_same_dictionary(
-                "source", self.task.source_dictionary, own_task.source_dictionary, self.path
-            )
-        self._state = (state, own_task)
-
-    def _setup_own_task(self, state):
-        """The task the degenerative model was trained with, for its dictionaries.
-
-        Its saved data directory is used when it still exists; otherwise (a
-        checkpoint copied from another machine) the main task's data directory.
-        """
         cfg = state.get("cfg")
         if cfg is None:
             cfg = convert_namespace_to_omegaconf(state["args"])
-            state["cfg"] = cfg
+        self._check_sizes(weights)
+        self._check_direction(cfg)
+        own_task, own_data = self._setup_own_task(cfg)
+        if own_data:
+            _check_same_dictionary(
+                "target", self.task.target_dictionary, own_task.target_dictionary, self.path
+            )
+            if self.encoder_decoder:
+                _check_same_dictionary(
+                    "source", self.task.source_dictionary, own_task.source_dictionary, self.path
+                )
+        # Only what loading needs: no optimizer state, no meters.
+        self._state = ({"args": None, "cfg": cfg, "model": weights}, own_task)
+
+    def _check_sizes(self, weights) -> None:
+        sides = [("decoder", "target", self.task.target_dictionary)]
+        if self.encoder_decoder:
+            sides.append(("encoder", "source", self.task.source_dictionary))
+        for side, what, dictionary in sides:
+            for key, rows in vocabulary_rows(weights, side).items():
+                if rows != len(dictionary):
+                    raise self._error(
+                        f"its {key} has {rows} rows, but the task's {what} dictionary "
+                        f"has {len(dictionary)} symbols: the degenerative model was "
+                        f"trained with another dictionary. {REMEDY}"
+                    )
+
+    def _check_direction(self, cfg) -> None:
+        if not self.encoder_decoder:
+            return
+        saved = (cfg.task.get("source_lang"), cfg.task.get("target_lang"))
+        ours = (self.task.cfg.source_lang, self.task.cfg.target_lang)
+        if None not in saved and None not in ours and tuple(saved) != tuple(ours):
+            raise self._error(
+                f"it translates {saved[0]}->{saved[1]}, the task {ours[0]}->{ours[1]} "
+                "(--source-lang/--target-lang). Train the degenerative model in the "
+                "same direction."
+            )
+
+    def _setup_own_task(self, cfg):
+        """The task the degenerative model was trained with, and whether its own data
+        directory (with its own dictionaries) was found.
+
+        A checkpoint copied from another machine names a data directory that is not
+        here: then the main task's data directory stands in (a warning says so), and
+        only sizes and direction could be checked, not the symbols themselves.
+        """
         saved_data = str(cfg.task.get("data", "") or "")
         first_dir = saved_data.split(os.pathsep)[0]
-        if not first_dir or not os.path.isdir(first_dir):
+        own_data = bool(first_dir) and os.path.isdir(first_dir)
+        if not own_data:
+            logger.warning(
+                f"{FLAG} {self.path}: its stage-1 data directory {first_dir or '(none)'!r} "
+                "is not here, so its dictionaries cannot be compared symbol by symbol "
+                "with the task's; only the vocabulary sizes and the translation "
+                "direction were checked. Make sure both were binarized with the same "
+                "dictionaries."
+            )
             with open_dict(cfg):
                 cfg.task.data = self.task_data_dir()
         try:
-            return tasks.setup_task(cfg.task, from_checkpoint=True)
+            return tasks.setup_task(cfg.task, from_checkpoint=True), own_data
         except Exception as e:
-            raise DegenerativeModelError(
-                f"{FLAG} {self.path}: cannot rebuild its task {cfg.task.get('_name')!r} "
-                f"({type(e).__name__}: {e})"
+            raise self._error(
+                f"cannot rebuild its task {cfg.task.get('_name')!r} ({type(e).__name__}: {e})"
             ) from e
 
     def task_data_dir(self) -> str:
@@ -180,4 +247,16 @@ class DegenerativeModel:
             self.load()
         self._place_like(main_model)
         with torch.no_grad():
-            return self.model(**sample["net_input"])[0]
+            logits = self.model(**sample["net_input"])[0]
+        if logits.dtype in (torch.float16, torch.bfloat16) and self._checked_dtype != logits.dtype:
+            # Once per precision (one host sync): weights that were fine in fp32 can
+            # give inf in half precision, which no loss scale can fix.
+            if not torch.isfinite(logits).all():
+                raise self._error(
+                    f"its outputs are not finite in {logits.dtype} (--fp16 / "
+                    "--memory-efficient-fp16 halve the degenerative model with the main "
+                    "model); its logits exceed the half-precision range. Train stage 2 in "
+                    "fp32 or use a degenerative model trained under --fp16."
+                )
+            self._checked_dtype = logits.dtype
+        return logits

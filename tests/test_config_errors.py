@@ -13,6 +13,10 @@ CASES = [
     (["--criterion", "truncated_ce", "--truncation-ratio", "0"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-ratio", "1.2"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-warmup-updates", "-3"], "--truncation-warmup-updates must be >= 0"),
+    (["--criterion", "lfd_poe", "--degenerative-scale", "-1"], "--degenerative-scale must be >= 0"),
+    (["--criterion", "lfd_poe", "--mle-weight", "-0.5"], "--mle-weight must be >= 0"),
+    (["--criterion", "lfd_poe", "--label-smoothing", "1.5"], "--label-smoothing must be in [0.0, 1.0]"),
+    (["--criterion", "lfd_poe", "--label-smoothing", "-0.1"], "--label-smoothing must be in [0.0, 1.0]"),
 ]  # fmt: skip
 
 

@@ -141,10 +141,45 @@ def other_dictionary_checkpoint(tmp_path_factory):
     return root / "ck" / "checkpoint_last.pt"
 
 
+@pytest.fixture(scope="module")
+def other_size_checkpoint(tmp_path_factory):
+    """A translation checkpoint whose dictionary has more symbols, its data dir deleted."""
+    root = tmp_path_factory.mktemp("othersize")
+    tiny.write_translation_corpus(root / "raw", seed=12)
+    extra = " ".join(f"new{i}" for i in range(9))
+    for side in ("src", "tgt"):
+        path = root / "raw" / f"train.{side}"
+        path.write_text(extra + "\n" + path.read_text())
+    tiny.binarize_translation(root / "raw", root / "bin")
+    _train(root / "bin", root / "ck", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
+    shutil.rmtree(root / "bin")  # as if copied from another machine
+    return root / "ck" / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="module")
+def orphan_checkpoints(translation_data, stage1_translation, other_dictionary_checkpoint, tmp_path_factory):
+    """Stage-1 checkpoints whose data directory is gone: the task's own, one with the
+    same dictionary size in another order, and the reverse direction (tgt -> src)."""
+    root = tmp_path_factory.mktemp("orphans")
+    shutil.copytree(translation_data / "bin", root / "bin")
+    _train(root / "bin", root / "reverse", "translation", SMALL_TRANSFORMER,
+           [*STAGE1, "--source-lang", "tgt", "--target-lang", "src"], max_update=2)  # fmt: skip
+    other_bin = other_dictionary_checkpoint.parent.parent / "bin"
+    shutil.copytree(other_bin, root / "other-bin")
+    _train(root / "other-bin", root / "other", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
+    _train(root / "bin", root / "same", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
+    shutil.rmtree(root / "bin")
+    shutil.rmtree(root / "other-bin")
+    return {k: root / k / "checkpoint_last.pt" for k in ("reverse", "other", "same")}
+
+
 ERRORS = {
     "plain-task": ("translation", lambda c: [], "--criterion lfd_poe needs --task translation_lfd"),
     "no-flag": ("translation_lfd", lambda c: [], "--degenerative-checkpoint is required with --criterion lfd_poe"),
     "missing-file": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["tmp"] / "nope.pt"], "nope.pt: no such file"),
+    "directory": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["mt"].parent], "is a directory (it holds checkpoint_"),
+    "other-size-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["othersize"]], "decoder.embed_tokens.weight has 64 rows, but the task's target dictionary has 56 symbols"),
+    "reverse-direction-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["orphans"]["reverse"]], "it translates tgt->src, the task src->tgt"),
     "unreadable": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["garbage"]], "not a readable fairseq checkpoint"),
     "other-dictionary": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["otherdict"]], "dictionary differs from the task's at symbol #"),
     "lm-for-translation": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["lm"]], "holds a decoder-only model, but --task translation_lfd needs an encoder-decoder model"),
@@ -154,13 +189,15 @@ ERRORS = {
 
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_bad_degenerative_input_stops_before_data_loading(
-    case, translation_data, lm_data, stage1_translation, stage1_lm, other_dictionary_checkpoint, tmp_path
+    case, translation_data, lm_data, stage1_translation, stage1_lm, other_dictionary_checkpoint,
+    other_size_checkpoint, orphan_checkpoints, tmp_path
 ):
     task, flags, message = ERRORS[case]
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     ctx = {"tmp": tmp_path, "garbage": garbage, "otherdict": other_dictionary_checkpoint,
-           "lm": stage1_lm, "mt": stage1_translation}  # fmt: skip
+           "lm": stage1_lm, "mt": stage1_translation, "othersize": other_size_checkpoint,
+           "orphans": orphan_checkpoints}  # fmt: skip
     is_lm = task.startswith("language_modeling")
     data = (lm_data if is_lm else translation_data) / "bin"
     arch = tiny.TINY_LM if is_lm else tiny.TINY_TRANSFORMER
@@ -175,3 +212,44 @@ def test_lfd_task_with_another_criterion_never_reads_the_checkpoint(translation_
                  ["--degenerative-checkpoint", tmp_path / "does-not-exist.pt",
                   "--criterion", "label_smoothed_cross_entropy"], max_update=2).stdout  # fmt: skip
     assert LOADED not in out and len(tiny.json_logs(out, "train_inner")) == 2
+
+
+WARNING = "is not here, so its dictionaries cannot be compared symbol by symbol"
+
+
+@pytest.mark.parametrize("case", ["same", "other"])
+def test_missing_stage1_data_dir_is_a_warning_not_a_vacuous_check(case, translation_data, orphan_checkpoints, tmp_path):
+    # Same size, same direction: nothing in the checkpoint tells the two apart, so
+    # training goes ahead (the sizes and direction were checked) and says what it
+    # could not check. Before, the task's dictionary was compared with itself.
+    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
+                 ["--degenerative-checkpoint", orphan_checkpoints[case], *STAGE2], max_update=2).stdout  # fmt: skip
+    assert WARNING in out and out.count(LOADED) == 1
+
+
+def test_check_keeps_only_what_loading_needs(translation_data, stage1_translation, tmp_path):
+    trainer, task = tiny.build_trainer([
+        str(translation_data / "bin"), "--task", "translation_lfd", *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(tmp_path), *STAGE2, "--degenerative-checkpoint", str(stage1_translation),
+    ])  # fmt: skip
+    assert "last_optimizer_state" in _load(stage1_translation)  # the file holds Adam's state
+    kept, _own_task = task.degenerative._state  # read by the check at build_criterion
+    assert set(kept) == {"args", "cfg", "model"}
+    assert not task.degenerative.loaded
+
+
+def test_degenerative_scale_zero_never_reads_the_checkpoint(translation_data, tmp_path):
+    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
+                 ["--degenerative-checkpoint", tmp_path / "does-not-exist.pt",
+                  "--criterion", "lfd_poe", "--degenerative-scale", "0", "--mle-weight", "1"], max_update=2).stdout  # fmt: skip
+    inner = tiny.json_logs(out, "train_inner")
+    assert LOADED not in out and len(inner) == 2
+    assert all("degen_nll_loss" not in r for r in inner)
+
+
+def test_adaptive_softmax_main_model_is_a_clear_error(lm_data, stage1_lm, tmp_path):
+    result = _train(lm_data / "bin", tmp_path / "save", "language_modeling_lfd",
+                    [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
+                    ["--degenerative-checkpoint", stage1_lm, *STAGE2], max_update=2, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "lfd_poe needs full-vocabulary logits, but the model has an adaptive softmax" in result.stdout

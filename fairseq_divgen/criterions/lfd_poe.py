@@ -50,7 +50,6 @@ class LfdPoeConfig(LabelSmoothedCrossEntropyCriterionConfig):
 class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
     """-log softmax(z_main + beta * log q_degen)[y] + lambda * NLL_main."""
 
-    uses_degenerative_model = True  # the LFD tasks check the checkpoint when they see this
 
     def __init__(
         self,
@@ -76,12 +75,20 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
             task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
         )
         self.beta = degenerative_scale
+        # The LFD tasks check (and later load) the checkpoint only when this is set:
+        # with beta = 0 the product is the main model alone.
+        self.uses_degenerative_model = degenerative_scale != 0.0
         self.mle_weight = mle_weight
         self.exclude_eos = poe_exclude_eos
         self.eos_idx = task.target_dictionary.eos()
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
+        if getattr(getattr(model, "decoder", None), "adaptive_softmax", None) is not None:
+            raise ValueError(
+                "--criterion lfd_poe needs full-vocabulary logits, but the model has an "
+                "adaptive softmax (--adaptive-softmax-cutoff): train it without one."
+            )
         net_output = model(**sample["net_input"])
         logits = net_output[0]
         degen_logits = None
