@@ -193,3 +193,30 @@ def test_fp16_logits_give_finite_loss():
         out = lfd_loss(z, degen_lp.half(), target, 1.0, 0.5, 0.1, PAD, EOS, main_eos=main_eos)
         out.loss.backward()
         assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
+
+
+def _saved_vocab_sized(fn):
+    """How many distinct (N, V) tensors autograd keeps for the backward of ``fn()``."""
+    storages = set()
+
+    def pack(t):
+        if t.numel() == 30 * V:
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return len(storages)
+
+
+def test_mle_weight_zero_keeps_no_main_log_softmax_for_backward():
+    z_main, degen_lp, target = _batch(seed=14)
+    z = z_main.float().requires_grad_(True)
+    d = degen_lp.float()
+    with_mle = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, 1.0, 0.0, PAD, EOS))
+    without = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, 0.0, 0.0, PAD, EOS))
+    assert without == with_mle - 1
+    # and the logged main-model NLL is still exact
+    out = lfd_loss(z, d, target, 1.0, 0.0, 0.0, PAD, EOS)
+    ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")
+    assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)
