@@ -51,15 +51,22 @@ def run_fairseq(
         cwd=cwd,
     )
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+    # The log grows as the tool runs, so a long run can be followed with tail -f.
+    log = open(log_path, "w") if log_path is not None else None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if log is not None:
+                log.write(line)
+                log.flush()
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    finally:
+        if log is not None:
+            log.close()
     proc.wait()
     output = "".join(lines)
-    if log_path is not None:
-        Path(log_path).write_text(output)
     result = subprocess.CompletedProcess(cmd, proc.returncode, output, None)
     if check and proc.returncode != 0:
         tail = "".join(lines[-40:])

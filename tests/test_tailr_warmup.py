@@ -41,11 +41,13 @@ def fresh_metrics():
     metrics.reset()
 
 
-def _criterion_step(trainer, sample, updates):
-    """Set the trainer's update count as fairseq-train does, then one criterion forward."""
+def _criterion_step(trainer, sample, updates, training=True):
+    """Set the trainer's update count as fairseq-train does, then one criterion forward
+    (a training forward unless ``training`` is False; dropout is 0, so the reference
+    below sees the same logits)."""
     trainer.set_num_updates(updates)
     model, criterion = trainer.model, trainer.criterion
-    model.eval()  # no dropout: the reference below sees the same logits
+    model.train(training)
     with torch.no_grad():
         loss, _, log = criterion(model, sample)
         logits = model(**sample["net_input"])[0].double()
@@ -71,6 +73,16 @@ def test_gamma_follows_the_warmup_inside_the_trainer(translation_data, tmp_path,
         assert log["tailr_gamma_sum"] / log["tailr_weight_count"] == pytest.approx(g, abs=1e-12)
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
         assert log["tailr_weight_sum"].item() == pytest.approx(w.sum().item(), rel=1e-5)
+
+
+def test_validation_scores_the_full_gamma_during_the_warmup(translation_data, tmp_path, fresh_metrics):
+    gamma = 0.1
+    trainer, sample = _trainer(translation_data, tmp_path, [
+        "--criterion", "tailr", "--density-ratio-threshold", str(gamma),
+        "--density-min-weight", "0.05", "--density-ratio-warmup-updates", "10"])  # fmt: skip
+    for updates in [0, 3, 25]:
+        _, log, _, _, _ = _criterion_step(trainer, sample, updates, training=False)
+        assert log["tailr_gamma_sum"] / log["tailr_weight_count"] == pytest.approx(gamma, abs=1e-12)
 
 
 def test_update_zero_of_the_warmup_is_exactly_cross_entropy(translation_data, tmp_path, fresh_metrics):

@@ -14,7 +14,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 
 from ..losses import scheduled_gamma, tailr_loss
-from ..training_state import current_num_updates
+from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
 
@@ -69,17 +69,19 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
         self.min_weight = density_min_weight
         self.warmup_updates = density_ratio_warmup_updates
 
-    def current_gamma(self) -> float:
-        """gamma at the trainer's current update count (the warm-up ramp, if any)."""
-        if self.warmup_updates == 0:
+    def current_gamma(self, training: bool) -> float:
+        """gamma in force: in training, the warm-up ramp at the trainer's update count;
+        in validation always ``--density-ratio-threshold`` (so that validation's
+        ``loss`` scores one objective before, during and after the ramp)."""
+        if self.warmup_updates == 0 or not training:
             return self.gamma
-        return scheduled_gamma(self.gamma, self.warmup_updates, current_num_updates())
+        return scheduled_gamma(self.gamma, self.warmup_updates, trainer_num_updates())
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
         net_output = model(**sample["net_input"])
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        gamma = self.current_gamma()
+        gamma = self.current_gamma(model.training)
         loss, nll_loss, weight_sum = self.loss_function(
             lprobs, target, gamma, self.min_weight, self.eps, self.padding_idx
         )

@@ -17,7 +17,7 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from ..losses import truncated_nll_loss
-from ..training_state import current_num_updates
+from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
 
@@ -68,10 +68,12 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch.
 
-        ``loss`` is the objective in force (plain cross-entropy during the warm-up,
-        then the truncated sum over ``sample_size`` = kept tokens); ``nll_loss`` is
-        always the full-batch NLL; ``trunc_loss`` is the truncated loss, which
-        validation always computes so that it is comparable across epochs.
+        In training, ``loss`` is the objective in force: plain cross-entropy during
+        the warm-up, then the truncated sum over ``sample_size`` = kept tokens. In
+        validation (and fairseq-validate) ``loss`` is always the truncated loss per
+        kept token, so ``--best-checkpoint-metric loss`` and ``--patience`` compare
+        one quantity before and after the warm-up. ``nll_loss`` is always the
+        full-batch NLL; ``trunc_loss`` the truncated loss.
         """
         net_output = model(**sample["net_input"])
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
@@ -79,10 +81,10 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         nsentences = sample["target"].size(0)
         # The host knows the non-pad count unless a prefix was cut off.
         count = ntokens if self.ignore_prefix_size == 0 else None
-        warming_up = current_num_updates() < self.warmup_updates
         # The ranking means nothing at initialisation: plain CE (no sort) while
-        # warming up, except in validation, which always reports the truncated loss.
-        ratio = 1.0 if (model.training and warming_up) else self.truncation_ratio
+        # warming up. Validation always reports the truncated loss.
+        warming_up = model.training and trainer_num_updates() < self.warmup_updates
+        ratio = 1.0 if warming_up else self.truncation_ratio
         trunc_loss, nll_loss, kept = truncated_nll_loss(
             lprobs, target, ratio, self.padding_idx, count
         )

@@ -7,7 +7,7 @@ by ``w = p / (gamma + (1 - gamma) * p)``, where ``p`` is the model's own (detach
 probability of that token.
 """
 import math
-from typing import Tuple, Union
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,30 +23,23 @@ def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> floa
     return gamma * max(num_updates, 0) / warmup_updates
 
 
-def tailr_weights(
-    gold_lprobs: Tensor, gamma: Union[float, Tensor], min_weight: float
-) -> Tensor:
+def tailr_weights(gold_lprobs: Tensor, gamma: float, min_weight: float) -> Tensor:
     """Per-token weight ``clamp(p / (gamma + (1 - gamma) p), min_weight, 1)`` from log p.
 
     Computed in log space and in fp32 so that no vocabulary-sized tensor is needed
     and nothing overflows: ``log w = log p - log(gamma + (1 - gamma) p)``. The result
-    is detached (a constant for autograd).
+    is detached (a constant for autograd). ``gamma`` is a Python float (a schedule
+    passes the value in force).
     """
     lp = gold_lprobs.detach().float()
-    if not torch.is_tensor(gamma):
-        if gamma == 0.0:
-            return torch.ones_like(lp)
-        if gamma == 1.0:
-            return lp.exp().clamp_(min=min_weight, max=1.0)
-        # log(gamma + (1 - gamma) p) = log gamma + softplus(log p + log((1 - gamma) / gamma)):
-        # scalar arithmetic only, stable for every p in [0, 1].
-        log_gamma = math.log(gamma)
-        log_denom = F.softplus(lp + (math.log1p(-gamma) - log_gamma)) + log_gamma
-    else:
-        # A gamma held as a tensor (a schedule) may be 0 or 1: log(0) = -inf is
-        # fine in logaddexp, and both ends stay exact.
-        g = gamma.detach().float().to(lp.device)
-        log_denom = torch.logaddexp(lp + torch.log1p(-g), torch.log(g))
+    if gamma == 0.0:
+        return torch.ones_like(lp)
+    if gamma == 1.0:
+        return lp.exp().clamp_(min=min_weight, max=1.0)
+    # log(gamma + (1 - gamma) p) = log gamma + softplus(log p + log((1 - gamma) / gamma)):
+    # scalar arithmetic only, stable for every p in [0, 1].
+    log_gamma = math.log(gamma)
+    log_denom = F.softplus(lp + (math.log1p(-gamma) - log_gamma)) + log_gamma
     # p = 0 gives log w = -inf - finite = -inf, so w = 0 before the clamp (no NaN).
     return (lp - log_denom).exp().clamp_(min=min_weight, max=1.0)
 
@@ -54,7 +47,7 @@ def tailr_weights(
 def tailr_loss(
     lprobs: Tensor,
     target: Tensor,
-    gamma: Union[float, Tensor],
+    gamma: float,
     min_weight: float,
     epsilon: float = 0.0,
     ignore_index: int = -100,
