@@ -1,2 +1,7 @@
 """fairseq criterions of this plugin; importing this package registers them."""
-from . import lfd_poe, tailr, truncated_ce  # noqa: F401
+from . import (  # noqa: F401
+    lfd_poe,
+    tailr,
+    truncated_ce,
+    unlikelihood,
+)

@@ -2,13 +2,18 @@
 from .lfd import LfdLoss, lfd_loss
 from .tailr import scheduled_gamma, tailr_loss, tailr_weights
 from .truncation import keep_mask_lowest, truncated_nll_loss
+from .unlikelihood import UnlikelihoodLoss, log1mexp, previous_token_candidates, unlikelihood_loss
 
 __all__ = [
     "LfdLoss",
+    "UnlikelihoodLoss",
     "keep_mask_lowest",
     "lfd_loss",
+    "log1mexp",
+    "previous_token_candidates",
     "scheduled_gamma",
     "tailr_loss",
     "tailr_weights",
     "truncated_nll_loss",
+    "unlikelihood_loss",
 ]
