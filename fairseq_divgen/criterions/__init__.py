@@ -1,6 +1,7 @@
 """fairseq criterions of this plugin; importing this package registers them."""
 from . import (  # noqa: F401
     lfd_poe,
+    mixce,
     tailr,
     truncated_ce,
     unlikelihood,
