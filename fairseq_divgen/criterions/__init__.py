@@ -1,5 +1,6 @@
 """fairseq criterions of this plugin; importing this package registers them."""
 from . import (  # noqa: F401
+    error_norm_truncation,
     lfd_poe,
     mixce,
     tailr,
