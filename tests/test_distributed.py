@@ -1,10 +1,13 @@
 """Distributed training and resume leave the criterions' training unchanged.
 
-For tailr, truncated_ce and lfd_poe (with translation_lfd), on CPU with gloo:
+For tailr, truncated_ce, lfd_poe (with translation_lfd) and loss_truncation, on CPU
+with gloo:
 - two workers equal one worker with --update-freq 2 (same parameters, same logs);
 - a run stopped after N updates and resumed from checkpoint_last.pt to 2N equals
   the uninterrupted 2N run, with one worker and with two (truncated_ce's warm-up
-  straddles the resume point; lfd_poe reloads its degenerative model);
+  straddles the resume point; lfd_poe reloads its degenerative model;
+  loss_truncation's history is restored with the losses of update N still pending,
+  and its cutoff is recomputed right after the resume point);
 - the checkpoints hold no criterion state and an optimizer over exactly the main
   model's parameters.
 
@@ -15,6 +18,10 @@ exactly what ranks 0 and 1 take in update k. Every batch is full (300 training
 pairs, --batch-size 25, --required-batch-size-multiple 1, so 12 batches an
 epoch), dropout is 0 (the dropout RNG differs per rank), and truncated_ce
 truncates per forward batch, which is one micro-batch in both setups.
+loss_truncation's cutoff depends on the sequence losses of all workers in all
+earlier updates: 50 sequences an update, so with --min-count 100 --recompute 100 it
+truncates from update 3 on (the median of updates 1-2), with a cutoff recomputed
+before updates 3, 5 and 7.
 """
 import shutil
 
@@ -27,6 +34,8 @@ import workers
 
 N = 4  # updates before the resume; every run ends at 2N (an epoch is 6 updates)
 WARMUP = 6  # truncated_ce's warm-up ends between the resume point and 2N
+LT_MIN_COUNT = 100  # loss_truncation's hot start: the first 2 updates (50 sequences each)
+LT_REBUILT = "training resumes at update 4 without the loss history"
 TOL = 1e-5
 LOADED = "loaded degenerative model from"
 EXACT_BATCHES = [
@@ -41,6 +50,8 @@ CRITERIA = {
                      "--truncation-warmup-updates", str(WARMUP)],
     "lfd_poe": ["--criterion", "lfd_poe", "--degenerative-scale", "1.0",
                 "--mle-weight", "0.5", "--label-smoothing", "0.1"],
+    "loss_truncation": ["--criterion", "loss_truncation", "--dropc", "0.5", "--min-count",
+                        str(LT_MIN_COUNT), "--recompute", "100", "--label-smoothing", "0.1"],
 }  # fmt: skip
 
 
@@ -106,7 +117,7 @@ def test_two_workers_equal_one_worker_with_update_freq_2(runs, case):
 
 
 @pytest.mark.parametrize("setup", ["one", "two"])
-@pytest.mark.parametrize("case", ["truncated_ce", "lfd_poe"])
+@pytest.mark.parametrize("case", ["truncated_ce", "lfd_poe", "loss_truncation"])
 def test_resume_equals_uninterrupted(runs, case, setup):
     full_dir, full_out = runs.get(case, setup)
     part_dir, part_out = runs.get(case, setup + "-resumed")
@@ -125,6 +136,31 @@ def test_resume_equals_uninterrupted(runs, case, setup):
         assert warm == [N + i <= WARMUP for i in range(1, N + 1)]
     if case == "lfd_poe":
         assert part_out.count(LOADED) == 1
+    if case == "loss_truncation":  # truncating on both sides of the resume point
+        assert LT_REBUILT not in part_out
+        kept = [float(r["lt_kept_ratio"]) for r in full["train_inner"]]
+        assert kept[:2] == [1, 1] and min(kept[2:N]) < 1 and min(kept[N:]) < 1
+        assert len({r["lt_cutoff"] for r in part["train_inner"]}) == 2  # recomputed before 5 and 7
+
+
+def test_loss_truncation_rebuilds_a_history_the_checkpoint_lacks(runs, tmp_path):
+    """A checkpoint without the history (fairseq 0.12.2 has no task checkpoint hook;
+    --reset-dataloader skips it): a warning, then the stated hot start of plain MLE
+    for --min-count new sequence losses, then truncation again."""
+    train = lambda max_update: workers.train_one_worker(runs.args("loss_truncation", tmp_path, max_update, 2))  # noqa: E731
+    train(N)
+    path = tmp_path / "checkpoint_last.pt"
+    ckpt = torch.load(path, map_location="cpu")
+    state = ckpt["extra_state"].pop("TranslationTask")["loss_truncation_history"]
+    assert (state["total"], state["step"], len(state["pending"])) == (150, 3, 50)  # update 4 pending
+    torch.save(ckpt, path)
+    out = train(2 * N)
+    assert LT_REBUILT in out
+    inner = _logs(out)["train_inner"]
+    assert [int(r["num_updates"]) for r in inner] == list(range(N + 1, 2 * N + 1))
+    # updates 5 and 6 rebuild 100 losses under plain MLE (the pending ones were lost)
+    assert [r.get("lt_cutoff") is None for r in inner] == [True, True, False, False]
+    assert [float(r["lt_kept_ratio"]) for r in inner][:2] == [1, 1]
 
 
 def _main_model_parameters(checkpoint, data):

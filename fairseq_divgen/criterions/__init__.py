@@ -2,6 +2,7 @@
 from . import (  # noqa: F401
     error_norm_truncation,
     lfd_poe,
+    loss_truncation,
     mixce,
     tailr,
     truncated_ce,
