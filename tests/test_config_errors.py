@@ -13,6 +13,15 @@ CASES = [
     (["--criterion", "truncated_ce", "--truncation-ratio", "0"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-ratio", "1.2"], "--truncation-ratio must be in (0.0, 1.0]"),
     (["--criterion", "truncated_ce", "--truncation-warmup-updates", "-3"], "--truncation-warmup-updates must be >= 0"),
+    (["--criterion", "unlikelihood", "--rank-alpha", "-1"], "--rank-alpha must be >= 0, got -1.0"),
+    (["--criterion", "mixce", "--mixing-ratio", "1.5"], "--mixing-ratio must be in [0.0, 1.0], got 1.5"),
+    (["--criterion", "loss_truncation", "--dropc", "1"], "--dropc must be in [0.0, 1.0), got 1.0"),
+    (["--criterion", "loss_truncation", "--min-count", "-1"], "--min-count must be an integer >= 0, got -1"),
+    (["--criterion", "loss_truncation", "--recompute", "0"], "--recompute must be an integer >= 1, got 0"),
+    (["--criterion", "error_norm_truncation"], "needs --token-prune-threshold"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.5"], "--token-prune-threshold must be in (0.0, 1.4142135623730951], got 1.5"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "0"], "--token-prune-threshold must be in (0.0, 1.4142135623730951]"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1", "--start-prune-iteration", "-1"], "--start-prune-iteration must be >= 0"),
 ]  # fmt: skip
 
 
