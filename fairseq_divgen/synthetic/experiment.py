@@ -27,7 +27,7 @@ ROWS = ("oracle", "mle", "tailr", "lfd", "degenerative")
 class Variant:
     """One trained model: its method, the method settings, and (LFD) its degenerative model."""
 
-    kind: str  # mle | tailr | degenerative | lfd
+    kind: str  # mle | tailr | degenerative | lfd | unlikelihood | loss_truncation | mixce | error_norm_truncation
     methods: Methods
     degenerative: str = "degenerative"
 
