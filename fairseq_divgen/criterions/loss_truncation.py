@@ -156,7 +156,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
             step = current_num_updates()
             self._check_resume(step)
             self.history.to(lprobs.device).begin(step)
-        cutoff = self.history.cutoff
+        cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=lprobs.device)
         out = loss_truncation_loss(
             lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx, truncate=training
         )
@@ -164,7 +164,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
             self.history.add(self._all_workers(out.sequence_nll))
         ntokens = sample["ntokens"]
         sample_size = nsentences if self.sentence_avg else ntokens
-        active = torch.isfinite(torch.as_tensor(cutoff, dtype=torch.float64))
+        active = torch.isfinite(cutoff)
         logging_output = {
             "loss": out.loss.data,
             "nll_loss": out.nll.data,
@@ -175,7 +175,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
             "lt_kept_tokens": out.kept_tokens.data,
             # summable: sentences under a finite cutoff, and the cutoff times them
             "lt_active": active.long() * nsentences,
-            "lt_cutoff_sum": torch.where(active, torch.as_tensor(cutoff, dtype=torch.float64), 0.0) * nsentences,
+            "lt_cutoff_sum": torch.where(active, cutoff, 0.0) * nsentences,
         }
         if self.report_accuracy:
             add_accuracy(self, model, net_output, sample, logging_output)
