@@ -42,6 +42,12 @@ ROWS = {
     "truncated_ce": ("truncated_ce", ["--truncation-ratio", "0.5"], None),
     "lfd_poe (equal-size degenerative)": ("lfd_poe", LS, "equal"),
     "lfd_poe (quarter-size degenerative)": ("lfd_poe", LS, "quarter"),
+    # the baselines, each in the regime that does the extra work: loss_truncation and
+    # error_norm_truncation truncate from the second update (no hot start / warm-up)
+    "unlikelihood": ("unlikelihood", ["--rank-alpha", "1.0"], None),
+    "loss_truncation": ("loss_truncation", LS + ["--dropc", "0.4", "--min-count", "0"], None),
+    "mixce": ("mixce", ["--mixing-ratio", "0.5"], None),
+    "error_norm_truncation": ("error_norm_truncation", LS + ["--token-prune-threshold", "1.3"], None),
     "tailr_naive_reference (benchmark only)": ("tailr_naive_reference", TAILR_IWSLT14, None),
 }
 

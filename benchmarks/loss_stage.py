@@ -17,11 +17,20 @@ import torch
 import torch.nn.functional as F
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from fairseq_divgen.losses import lfd_loss, tailr_loss, truncated_nll_loss
+from fairseq_divgen.losses import (
+    error_norm_truncated_loss,
+    lfd_loss,
+    loss_truncation_loss,
+    mixce_loss,
+    tailr_loss,
+    truncated_nll_loss,
+    unlikelihood_loss,
+)
 
 from .naive_tailr import naive_tailr_loss
 
 PAD = 1
+SEQ_LEN = 32  # tokens per sequence for the sequence-level losses (--tokens: a multiple)
 
 
 def _lprobs(z):
@@ -33,6 +42,13 @@ def _lfd_poe(z, d, t):
     return lfd_loss(z, d, t, 1.0, 1.0, 0.1, PAD, eos_index=2).loss
 
 
+def _loss_truncation(z, d, t):
+    lprobs, target = _lprobs(z), t.view(-1, SEQ_LEN)
+    with torch.no_grad():  # a cutoff that keeps half of the sequences (their median NLL)
+        cutoff = (-lprobs.gather(-1, t[:, None])).view(target.shape).mean(1).median()
+    return loss_truncation_loss(lprobs, target, cutoff, 0.1, PAD).loss
+
+
 STAGES = {
     "cross_entropy": lambda z, d, t: F.nll_loss(_lprobs(z), t, ignore_index=PAD, reduction="sum"),
     "label_smoothed_cross_entropy": lambda z, d, t: label_smoothed_nll_loss(_lprobs(z), t, 0.1, PAD)[0],
@@ -40,6 +56,11 @@ STAGES = {
     "truncated_ce": lambda z, d, t: truncated_nll_loss(_lprobs(z), t, 0.5, PAD, t.numel())[0],
     "lfd_poe": _lfd_poe,
     "tailr_naive_reference": lambda z, d, t: naive_tailr_loss(_lprobs(z), t, 0.1, 0.3, 0.1, PAD)[0],
+    "unlikelihood": lambda z, d, t: unlikelihood_loss(
+        _lprobs(z).view(-1, SEQ_LEN, z.size(-1)), t.view(-1, SEQ_LEN), 1.0, PAD).loss,
+    "loss_truncation": _loss_truncation,
+    "mixce": lambda z, d, t: mixce_loss(_lprobs(z), t, 0.5, PAD)[0],
+    "error_norm_truncation": lambda z, d, t: error_norm_truncated_loss(_lprobs(z), t, 1.3, 0.1, PAD).loss,
 }  # fmt: skip
 
 

@@ -7,7 +7,8 @@ with MLE, TaiLr and LFD under equal budgets; each model's samples are scored by 
 oracle (PPL_oracle, via fairseq-eval-lm) and against held-out oracle text (PPL_test,
 BLEU-4), and for diversity (self-BLEU-4, distinct-2, seq-rep-4). Writes
 ``results.md``, ``results.json`` and ``results.png`` in the work folder; a rerun
-skips finished stages. ``--sweep`` adds a grid of TaiLr and LFD settings.
+skips finished stages. ``--sweep`` adds a grid of TaiLr and LFD settings and the
+baselines (unlikelihood, loss truncation, MixCE, error norm truncation).
 """
 import argparse
 import logging
@@ -46,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true",
                    help="stay on the CPU even where CUDA is available (default: use the GPU if any)")
     p.add_argument("--sweep", action="store_true",
-                   help="after the main table, train and score a grid of TaiLr and LFD settings")
+                   help="after the main table, train and score a grid of TaiLr and LFD settings "
+                        "and of the baselines (unlikelihood, loss_truncation, mixce, error_norm_truncation)")
     return p.parse_args(argv)  # fmt: skip
 
 

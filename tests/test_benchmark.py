@@ -24,4 +24,6 @@ def test_tiny_cpu_benchmark_reports_every_criterion(tmp_path):
     quarter = rows["lfd_poe (quarter-size degenerative)"]["degenerative_params"]
     assert equal == rows[configs.BASELINE]["params"] and 0 < quarter < equal / 2
     assert (tmp_path / "work" / "degenerative-quarter.pt").is_file()
-    assert "| tailr |" in out.with_name("bench.md").read_text()
+    table = out.with_name("bench.md").read_text()
+    for name in ("tailr", "unlikelihood", "loss_truncation", "mixce", "error_norm_truncation"):
+        assert f"| {name} |" in table

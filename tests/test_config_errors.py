@@ -17,6 +17,15 @@ CASES = [
     (["--criterion", "lfd_poe", "--mle-weight", "-0.5"], "--mle-weight must be >= 0"),
     (["--criterion", "lfd_poe", "--label-smoothing", "1.5"], "--label-smoothing must be in [0.0, 1.0]"),
     (["--criterion", "lfd_poe", "--label-smoothing", "-0.1"], "--label-smoothing must be in [0.0, 1.0]"),
+    (["--criterion", "unlikelihood", "--rank-alpha", "-1"], "--rank-alpha must be >= 0, got -1.0"),
+    (["--criterion", "mixce", "--mixing-ratio", "1.5"], "--mixing-ratio must be in [0.0, 1.0], got 1.5"),
+    (["--criterion", "loss_truncation", "--dropc", "1"], "--dropc must be in [0.0, 1.0), got 1.0"),
+    (["--criterion", "loss_truncation", "--min-count", "-1"], "--min-count must be an integer >= 0, got -1"),
+    (["--criterion", "loss_truncation", "--recompute", "0"], "--recompute must be an integer >= 1, got 0"),
+    (["--criterion", "error_norm_truncation"], "needs --token-prune-threshold"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.5"], "--token-prune-threshold must be in (0.0, 1.4142135623730951], got 1.5"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "0"], "--token-prune-threshold must be in (0.0, 1.4142135623730951]"),
+    (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1", "--start-prune-iteration", "-1"], "--start-prune-iteration must be >= 0"),
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -127,3 +128,32 @@ def test_a_foreign_nonempty_workdir_is_refused_untouched(tmp_path):
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode != 0 and "--workdir" in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_sweep_trains_and_scores_the_baselines(tiny_run, tmp_path, monkeypatch):
+    """``--sweep``'s baseline rows (one setting each here; the real grid has two), on a
+    copy of the tiny run: the main run's models are reused, the baselines trained."""
+    from fairseq_divgen.synthetic import sweep
+    from fairseq_divgen.synthetic.experiment import Experiment
+    from fairseq_divgen.synthetic.sizes import SIZES, Methods
+
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run[0], work)
+    monkeypatch.setattr(sweep, "TAILR_GRID", [])
+    monkeypatch.setattr(sweep, "LFD_GRID", [])
+    for grid in ("UNLIKELIHOOD_GRID", "LOSS_TRUNCATION_GRID", "MIXCE_GRID", "ENT_GRID"):
+        monkeypatch.setattr(sweep, grid, getattr(sweep, grid)[-1:])
+    log = []
+    table = sweep.run_sweep(Experiment(work, SIZES["tiny"], Methods(), log=log.append))
+    rows = json.loads((work / "sweep.json").read_text())
+    expected = ["Unlikelihood (unlikelihood) alpha=1",
+                "Loss truncation (loss_truncation) dropc=0.4, min count=300, recompute=300",
+                "MixCE (mixce) eta=0.5", "ENT (error_norm_truncation) threshold=1.3, start=4"]  # fmt: skip
+    assert list(rows)[-4:] == expected and len(rows) == 5 + 4  # oracle, the 4 main models, baselines
+    for label in expected:
+        assert all(math.isfinite(v) for v in rows[label].values()), label
+        assert f"| {label} |" in table
+    assert not any("train-mle" in line for line in log)  # the main run's models are reused
+    train_log = (work / "train-loss_truncation-c0.4.log").read_text()
+    kept = [float(v) for v in re.findall(r"lt_kept_ratio (\S+?),? ", train_log)]
+    assert kept and min(kept) < 1  # it did truncate within 12 updates

@@ -1,10 +1,13 @@
 """Distributed training and resume leave the criterions' training unchanged.
 
-For tailr, truncated_ce and lfd_poe (with translation_lfd), on CPU with gloo:
+For tailr, truncated_ce, lfd_poe (with translation_lfd) and loss_truncation, on CPU
+with gloo:
 - two workers equal one worker with --update-freq 2 (same parameters, same logs);
 - a run stopped after N updates and resumed from checkpoint_last.pt to 2N equals
   the uninterrupted 2N run, with one worker and with two (truncated_ce's warm-up
-  straddles the resume point; lfd_poe reloads its degenerative model);
+  straddles the resume point; lfd_poe reloads its degenerative model;
+  loss_truncation is the exception: fairseq checkpoints do not keep its loss
+  history, which a resumed run rebuilds by the stated hot start, tested below);
 - the checkpoints hold no criterion state and an optimizer over exactly the main
   model's parameters.
 
@@ -15,6 +18,10 @@ exactly what ranks 0 and 1 take in update k. Every batch is full (300 training
 pairs, --batch-size 25, --required-batch-size-multiple 1, so 12 batches an
 epoch), dropout is 0 (the dropout RNG differs per rank), and truncated_ce
 truncates per forward batch, which is one micro-batch in both setups.
+loss_truncation's cutoff depends on the sequence losses of all workers in all
+earlier updates: 50 sequences an update, so with --min-count 100 --recompute 100 it
+truncates from update 3 on (the median of updates 1-2), with a cutoff recomputed
+before updates 3, 5 and 7.
 """
 import shutil
 
@@ -27,6 +34,8 @@ import workers
 
 N = 4  # updates before the resume; every run ends at 2N (an epoch is 6 updates)
 WARMUP = 6  # truncated_ce's warm-up ends between the resume point and 2N
+LT_MIN_COUNT = 100  # loss_truncation's hot start: the first 2 updates (50 sequences each)
+LT_REBUILT = "training resumes at update 4; fairseq checkpoints do not keep the loss history"
 TOL = 1e-5
 LOADED = "loaded degenerative model from"
 EXACT_BATCHES = [
@@ -41,6 +50,8 @@ CRITERIA = {
                      "--truncation-warmup-updates", str(WARMUP)],
     "lfd_poe": ["--criterion", "lfd_poe", "--degenerative-scale", "1.0",
                 "--mle-weight", "0.5", "--label-smoothing", "0.1"],
+    "loss_truncation": ["--criterion", "loss_truncation", "--dropc", "0.5", "--min-count",
+                        str(LT_MIN_COUNT), "--recompute", "100", "--label-smoothing", "0.1"],
 }  # fmt: skip
 
 
@@ -125,6 +136,24 @@ def test_resume_equals_uninterrupted(runs, case, setup):
         assert warm == [N + i <= WARMUP for i in range(1, N + 1)]
     if case == "lfd_poe":
         assert part_out.count(LOADED) == 1
+
+
+@pytest.mark.parametrize("setup", ["one", "two"])
+def test_loss_truncation_resume_rebuilds_the_history_by_the_hot_start(runs, setup):
+    """The history is not in the checkpoint: after the resume at update N, the next
+    --min-count (100) sequence losses (updates N+1 and N+2, 50 sequences each) train as
+    plain MLE, a warning says so, then truncation resumes, exactly as the run began.
+    The uninterrupted run truncates throughout, which the resumed run cannot match."""
+    _, full_out = runs.get("loss_truncation", setup)
+    _, part_out = runs.get("loss_truncation", setup + "-resumed")
+    full, part = _logs(full_out)["train_inner"], _logs(part_out)["train_inner"]
+    assert LT_REBUILT in part_out and LT_REBUILT not in full_out
+    assert [int(r["num_updates"]) for r in part] == list(range(N + 1, 2 * N + 1))
+    kept_full = [float(r["lt_kept_ratio"]) for r in full]
+    kept_part = [float(r["lt_kept_ratio"]) for r in part]
+    assert kept_full[:2] == [1, 1] and max(kept_full[2:]) < 1  # hot start, then truncation
+    assert kept_part[:2] == [1, 1] and max(kept_part[2:]) < 1  # the same, from the resume
+    assert [r.get("lt_cutoff") is None for r in part] == [True, True, False, False]
 
 
 def _main_model_parameters(checkpoint, data):

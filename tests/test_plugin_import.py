@@ -15,7 +15,8 @@ def _python(code, cwd=ROOT):
 CHECK_REGISTERED = """
 from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.tasks import TASK_REGISTRY
-for name in ("tailr", "truncated_ce"):
+for name in ("tailr", "truncated_ce", "lfd_poe", "unlikelihood", "mixce", "loss_truncation",
+             "error_norm_truncation"):
     assert name in CRITERION_REGISTRY, name
 print("registered")
 """

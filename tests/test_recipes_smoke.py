@@ -7,6 +7,7 @@ recipe's metrics, every value finite, and that generation covered every test exa
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("mle", "tailr", "lfd")
+# The language-model smoke run also trains the baselines (the other smoke runs leave
+# them out to keep CI short; their full runs include them).
+BASELINES = ("unlikelihood", "loss_truncation", "mixce", "error_norm_truncation")
 
 
 def run_recipe(recipe: str, workdir: Path, check: bool = True, **env) -> subprocess.CompletedProcess:
@@ -96,7 +100,13 @@ def test_language_model_recipe_smoke(tmp_path):
     work = tmp_path / "language_model"
     run_recipe("language_model", work)
     rows = scores(work)
-    names = [f"{s}-{d}" for s in SYSTEMS for d in ("greedy", "nucleus")]
+    names = [f"{s}-{d}" for s in SYSTEMS + BASELINES for d in ("greedy", "nucleus")]
+    logs = {b: (work / f"checkpoints/{b}/train.log").read_text() for b in BASELINES}
+    for b in BASELINES:
+        assert f"--criterion {b}" in logs[b]
+    # loss_truncation truncates after its 40-sequence hot start; ENT after its warm-up
+    assert re.search(r"lt_kept_ratio 0\.\d+", logs["loss_truncation"])
+    assert re.search(r"ent_active 1 ", logs["error_norm_truncation"])
     metrics = ["test_ppl", "rep_16", "wrep_16", "seq_rep_4", "uniq", "mean_len"]
     expect(rows, names, metrics, lines(work / "prefixes/prefix.tokens"))
     for name in names:  # exactly CONT_LEN (16 in smoke mode) new tokens per prefix

@@ -1,13 +1,16 @@
 # Shared by every examples/<recipe>/run.sh: environment, fairseq wrappers, the flags of
-# the four systems, and the stage runner. A recipe sets RECIPE, sources this file,
-# sets its defaults, then calls init_devices.
+# the systems, and the stage runner. A recipe sets RECIPE, sources this file, sets its
+# defaults, then calls init_devices.
 #
 # Environment (all optional):
 #   PYTHON      interpreter with fairseq and fairseq_divgen (default python3)
 #   WORKDIR     where everything is written (default ./divgen-runs/$RECIPE[-smoke])
 #   SMOKE=1     tiny local corpus and tiny models, every stage, a minute or two on a CPU
 #   STAGES      space-separated stage names to run (default: all, in order)
-#   SYSTEMS     systems to generate with and score (default: mle tailr lfd)
+#   SYSTEMS     systems to generate with and score (default: mle tailr lfd, plus the
+#               baselines unlikelihood loss_truncation mixce error_norm_truncation where
+#               the recipe has them (WITH_BASELINES=1); a baseline not in SYSTEMS is not
+#               trained either)
 #   CPU=1       train and generate on the CPU (default: 1 without a GPU or in smoke mode)
 #   FP16=1      --fp16 (default per recipe; ignored on the CPU)
 #   SEED        fairseq's --seed (default 1, or the recipe's)
@@ -20,7 +23,9 @@
 : "${PYTHON:=python3}"
 : "${SMOKE:=0}"
 : "${STAGES:=all}"
-: "${SYSTEMS:=mle tailr lfd}"
+# The comparison methods (docs/baselines.md); their train_* stages run only when they
+# are in SYSTEMS.
+BASELINE_SYSTEMS="unlikelihood loss_truncation mixce error_norm_truncation"
 : "${NUM_WORKERS:=4}"
 COMMON_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$COMMON_DIR/../.." && pwd)
@@ -59,9 +64,20 @@ SMOKE_SEQ2SEQ_ARCH=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
 SMOKE_LM_ARCH=(--decoder-layers 1 --decoder-embed-dim 32 --decoder-input-dim 32 --decoder-output-dim 32
     --decoder-ffn-embed-dim 64 --decoder-attention-heads 2)
 
-# init_devices: CPU or GPUs, fp16, and the seed, after the recipe's defaults.
+# init_devices: CPU or GPUs, fp16, the seed, the systems and the baselines' settings,
+# after the recipe's defaults.
 init_devices() {
     : "${SEED:=1}"
+    if [ -z "${SYSTEMS:-}" ]; then
+        SYSTEMS="mle tailr lfd"
+        if [ "${WITH_BASELINES:-0}" = 1 ]; then SYSTEMS="$SYSTEMS $BASELINE_SYSTEMS"; fi
+    fi
+    # The baselines' settings (docs/baselines.md): the papers' / authors' defaults
+    # unless the recipe sets others. ENT starts after the recipe's truncation warm-up.
+    : "${UL_ALPHA:=1.0}"                                              # --rank-alpha
+    : "${LT_DROPC:=0.4}" "${LT_MIN_COUNT:=10000}" "${LT_RECOMPUTE:=10000}"  # LossDropper's
+    : "${MIXCE_ETA:=0.5}"                                             # --mixing-ratio
+    : "${ENT_THRESHOLD:=1.3}" "${ENT_START:=${TRUNCATION_WARMUP:-0}}"  # no published default
     if [ -z "${CPU:-}" ]; then
         if [ "$MODE" = smoke ]; then CPU=1
         else CPU=$("$PYTHON" -c "import torch; print(0 if torch.cuda.is_available() else 1)"); fi
@@ -118,7 +134,9 @@ train() {
 
 # The criterion flags of each system (README tables), from the recipe's settings:
 # LABEL_SMOOTHING (eps), TAILR_GAMMA, TAILR_MIN_WEIGHT, TRUNCATION_RATIO,
-# TRUNCATION_WARMUP, LFD_BETA, LFD_MLE_WEIGHT. Checkpoint selection: SELECT_ARGS if the
+# TRUNCATION_WARMUP, LFD_BETA, LFD_MLE_WEIGHT, UL_ALPHA, LT_DROPC, LT_MIN_COUNT,
+# LT_RECOMPUTE, MIXCE_ETA, ENT_THRESHOLD, ENT_START (unlikelihood and mixce have no label
+# smoothing: their papers define none). Checkpoint selection: SELECT_ARGS if the
 # recipe sets it, else the lowest validation NLL of the model that generates
 # (cross_entropy logs it as "loss"; the others as "nll_loss", comparable across them).
 # The degenerative model is used as last trained.
@@ -142,6 +160,16 @@ criterion_args() {
             CRITERION_ARGS=(--degenerative-checkpoint "$CKPT/degenerative/checkpoint_last.pt"
                 --criterion lfd_poe --degenerative-scale "$LFD_BETA" --mle-weight "$LFD_MLE_WEIGHT"
                 --label-smoothing "$eps") ;;
+        unlikelihood)
+            CRITERION_ARGS=(--criterion unlikelihood --rank-alpha "$UL_ALPHA") ;;
+        loss_truncation)
+            CRITERION_ARGS=(--criterion loss_truncation --label-smoothing "$eps" --dropc "$LT_DROPC"
+                --min-count "$LT_MIN_COUNT" --recompute "$LT_RECOMPUTE") ;;
+        mixce)
+            CRITERION_ARGS=(--criterion mixce --mixing-ratio "$MIXCE_ETA") ;;
+        error_norm_truncation)
+            CRITERION_ARGS=(--criterion error_norm_truncation --label-smoothing "$eps"
+                --token-prune-threshold "$ENT_THRESHOLD" --start-prune-iteration "$ENT_START") ;;
         *) die "unknown system '$1'" ;;
     esac
     if [ -n "${SELECT_ARGS+x}" ]; then best=("${SELECT_ARGS[@]}"); fi
@@ -191,7 +219,8 @@ common_py() {
 }
 
 # run_stages NAME...: run stage_NAME for each NAME in order, unless $WORKDIR/.done/NAME
-# exists (delete it to redo a stage) or STAGES names other stages.
+# exists (delete it to redo a stage) or STAGES names other stages; train_X of a baseline
+# X not in SYSTEMS is skipped without being marked done.
 run_stages() {
     mkdir -p "$WORKDIR/.done"
     local s
@@ -202,6 +231,10 @@ run_stages() {
     fi
     for s in "$@"; do
         if [ "$STAGES" != all ] && [[ " $STAGES " != *" $s "* ]]; then continue; fi
+        if [[ $s == train_* && " $BASELINE_SYSTEMS " == *" ${s#train_} "* && " $SYSTEMS " != *" ${s#train_} "* ]]; then
+            echo "== stage $s: skipped (${s#train_} is not in SYSTEMS)"
+            continue
+        fi
         if [ -e "$WORKDIR/.done/$s" ]; then
             echo "== stage $s: already done, skipped (rm $WORKDIR/.done/$s to redo)"
             continue

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# DailyDialog response generation: MLE, TaiLr and LFD transformers (README.md).
+# DailyDialog response generation: MLE, TaiLr, LFD and the baselines (unlikelihood, loss
+# truncation, MixCE, error norm truncation) transformers (README.md).
 #   bash examples/dialogue/run.sh              # full run (downloads DailyDialog)
 #   SMOKE=1 bash examples/dialogue/run.sh      # every stage on a tiny local corpus
-# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd
+#   train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score
 set -euo pipefail
 RECIPE=dialogue
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +16,10 @@ if [ "$MODE" = smoke ]; then
     ARCH_ARGS=("${SMOKE_SEQ2SEQ_ARCH[@]}")
     : "${SPM_VOCAB:=200}" "${MAX_TOKENS:=1500}" "${LR:=5e-3}" "${WARMUP:=10}"
     : "${MAX_EPOCH:=4}" "${DEGEN_MAX_EPOCH:=2}" "${TRUNCATION_WARMUP:=5}" "${LOG_INTERVAL:=10}"
+    : "${LT_MIN_COUNT:=100}" "${LT_RECOMPUTE:=100}"
+    : "${WITH_BASELINES:=0}"   # CI's smoke run: SYSTEMS="... unlikelihood ..." to include them
 fi
+: "${WITH_BASELINES:=1}"
 : "${DAILYDIALOG_URL:=http://yanran.li/files/ijcnlp_dailydialog.zip}"
 : "${CONTEXT_TURNS:=3}" "${SPM_VOCAB:=8000}"
 : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}" "${LR:=5e-4}" "${WARMUP:=4000}"
@@ -68,6 +73,11 @@ stage_train_tailr() { train_system tailr translation "${TRAIN_ARGS[@]}" --max-ep
 stage_train_degenerative() { train_system degenerative translation "${TRAIN_ARGS[@]}" --max-epoch "$DEGEN_MAX_EPOCH"; }
 stage_train_lfd() { train_system lfd translation_lfd "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
 
+stage_train_unlikelihood() { train_system unlikelihood translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_loss_truncation() { train_system loss_truncation translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_mixce() { train_system mixce translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_error_norm_truncation() { train_system error_norm_truncation translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+
 stage_generate() {
     local s d
     for s in $SYSTEMS; do
@@ -90,4 +100,5 @@ stage_score() {
     common_py collect_scores.py "$WORKDIR/scores" --divgen "$WORKDIR/gen/divgen-score.json"
 }
 
-run_stages data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+run_stages data preprocess train_mle train_tailr train_degenerative train_lfd \
+    train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# WikiText-103 transformer_lm: MLE, TaiLr and LFD; continuations of test prefixes and
-# perplexity (README.md).
+# WikiText-103 transformer_lm: MLE, TaiLr, LFD and the baselines (unlikelihood, loss
+# truncation, MixCE, error norm truncation); continuations of test prefixes and perplexity
+# (README.md).
 #   bash examples/language_model/run.sh              # full run (downloads WikiText-103)
 #   SMOKE=1 bash examples/language_model/run.sh      # every stage on a tiny local corpus
-# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd
+#   train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score
 set -euo pipefail
 RECIPE=language_model
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,7 +18,9 @@ if [ "$MODE" = smoke ]; then
     : "${TOKENS_PER_SAMPLE:=64}" "${MAX_TOKENS:=512}" "${GPU_STEPS:=1}" "${LR:=5e-3}" "${WARMUP:=10}"
     : "${MAX_UPDATE:=30}" "${DEGEN_MAX_UPDATE:=12}" "${TRUNCATION_WARMUP:=4}"
     : "${PREFIX_LEN:=8}" "${CONT_LEN:=16}" "${CONTEXT_WINDOW:=32}" "${LOG_INTERVAL:=10}"
+    : "${LT_MIN_COUNT:=40}" "${LT_RECOMPUTE:=40}"   # 8 sequences an update: truncating from update 6
 fi
+: "${WITH_BASELINES:=1}"   # the smoke run CI checks the baselines with
 : "${WIKITEXT_URLS:=https://wikitext.smerity.com/wikitext-103-v1.zip https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip}"
 # fairseq's examples/language_model recipe (2 GPUs x update-freq 16)
 : "${TOKENS_PER_SAMPLE:=512}" "${MAX_TOKENS:=2048}" "${GPU_STEPS:=32}"
@@ -25,6 +29,8 @@ fi
 : "${TAILR_GAMMA:=1e-7}" "${TAILR_MIN_WEIGHT:=0.2}"   # Ji et al. 2023, open-ended generation (WritingPrompts)
 : "${DEGEN_MAX_UPDATE:=12500}" "${TRUNCATION_RATIO:=0.5}" "${TRUNCATION_WARMUP:=1000}"
 : "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=1.0}"
+: "${UL_ALPHA:=1.0}"                          # Welleck et al. 2020's token-level setting on WikiText-103
+: "${MIXCE_ETA:=0.1}"                         # the MixCE authors' best eta on WikiText (GPT-2)
 : "${PREFIX_LEN:=50}" "${CONT_LEN:=100}"      # Welleck et al. 2020's continuation lengths
 : "${DECODINGS:=greedy nucleus}" "${TOP_P:=0.9}"
 : "${CONTEXT_WINDOW:=400}"                    # fairseq-eval-lm as in fairseq's README
@@ -71,6 +77,11 @@ stage_train_degenerative() {
 }
 stage_train_lfd() { train_system lfd language_modeling_lfd "${TRAIN_ARGS[@]}" --max-update "$MAX_UPDATE"; }
 
+stage_train_unlikelihood() { train_system unlikelihood language_modeling "${TRAIN_ARGS[@]}" --max-update "$MAX_UPDATE"; }
+stage_train_loss_truncation() { train_system loss_truncation language_modeling "${TRAIN_ARGS[@]}" --max-update "$MAX_UPDATE"; }
+stage_train_mixce() { train_system mixce language_modeling "${TRAIN_ARGS[@]}" --max-update "$MAX_UPDATE"; }
+stage_train_error_norm_truncation() { train_system error_norm_truncation language_modeling "${TRAIN_ARGS[@]}" --max-update "$MAX_UPDATE"; }
+
 stage_generate() {
     local s d total=$((PREFIX_LEN + CONT_LEN))
     mkdir -p "$WORKDIR/cont" "$WORKDIR/eval"
@@ -106,4 +117,5 @@ stage_score() {
     common_py collect_scores.py "$WORKDIR/scores" --divgen "$WORKDIR/cont/divgen-score.json" "${ppl[@]}"
 }
 
-run_stages data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+run_stages data preprocess train_mle train_tailr train_degenerative train_lfd \
+    train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score

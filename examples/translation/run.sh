@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# IWSLT14 German->English: MLE, TaiLr and LFD with transformer_iwslt_de_en (README.md).
+# IWSLT14 German->English: MLE, TaiLr, LFD and the baselines (unlikelihood, loss truncation,
+# MixCE, error norm truncation) with transformer_iwslt_de_en (README.md).
 #   bash examples/translation/run.sh              # full run (downloads IWSLT14)
 #   SMOKE=1 bash examples/translation/run.sh      # every stage on a tiny local corpus
-# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+# Stages: data preprocess train_mle train_tailr train_degenerative train_lfd
+#   train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score
 set -euo pipefail
 RECIPE=translation
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,7 +17,10 @@ if [ "$MODE" = smoke ]; then
     ARCH_ARGS=("${SMOKE_SEQ2SEQ_ARCH[@]}")
     : "${SPM_VOCAB:=300}" "${MAX_TOKENS:=1000}" "${LR:=3e-3}" "${WARMUP:=20}"
     : "${MAX_EPOCH:=4}" "${DEGEN_MAX_EPOCH:=2}" "${TRUNCATION_WARMUP:=5}" "${LOG_INTERVAL:=10}"
+    : "${LT_MIN_COUNT:=100}" "${LT_RECOMPUTE:=100}"
+    : "${WITH_BASELINES:=0}"   # CI's smoke run: SYSTEMS="... unlikelihood ..." to include them
 fi
+: "${WITH_BASELINES:=1}"
 : "${IWSLT14_URL:=http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz}"
 : "${SPM_VOCAB:=10000}"          # fairseq's script learns 10000 joint BPE codes
 : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}"
@@ -71,6 +76,11 @@ stage_train_tailr() { train_system tailr translation "${TRAIN_ARGS[@]}" --max-ep
 stage_train_degenerative() { train_system degenerative translation "${TRAIN_ARGS[@]}" --max-epoch "$DEGEN_MAX_EPOCH"; }
 stage_train_lfd() { train_system lfd translation_lfd "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
 
+stage_train_unlikelihood() { train_system unlikelihood translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_loss_truncation() { train_system loss_truncation translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_mixce() { train_system mixce translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+stage_train_error_norm_truncation() { train_system error_norm_truncation translation "${TRAIN_ARGS[@]}" --max-epoch "$MAX_EPOCH"; }
+
 stage_generate() {
     local s
     for s in $SYSTEMS; do
@@ -89,4 +99,5 @@ stage_score() {
     common_py collect_scores.py "$WORKDIR/scores" --divgen "$WORKDIR/gen/divgen-score.json"
 }
 
-run_stages data preprocess train_mle train_tailr train_degenerative train_lfd generate score
+run_stages data preprocess train_mle train_tailr train_degenerative train_lfd \
+    train_unlikelihood train_loss_truncation train_mixce train_error_norm_truncation generate score

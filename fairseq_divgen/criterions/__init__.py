@@ -1,2 +1,10 @@
 """fairseq criterions of this plugin; importing this package registers them."""
-from . import lfd_poe, tailr, truncated_ce  # noqa: F401
+from . import (  # noqa: F401
+    error_norm_truncation,
+    lfd_poe,
+    loss_truncation,
+    mixce,
+    tailr,
+    truncated_ce,
+    unlikelihood,
+)

@@ -1,12 +1,13 @@
 """Configuration checks shared by the criterions (run before any data is loaded)."""
 
 
-def check_range(flag, value, low, high, low_open=False):
-    """Raise ValueError naming ``flag`` unless ``value`` lies in [low, high] (or (low, high])."""
-    bad = not (low <= value <= high) or (low_open and value == low)  # NaN is bad too
-    if bad:
-        interval = ("(" if low_open else "[") + f"{low}, {high}]"
-        raise ValueError(f"{flag} must be in {interval}, got {value}")
+def check_range(flag, value, low, high, low_open=False, high_open=False, why=""):
+    """Raise ValueError naming ``flag`` unless ``value`` lies in [low, high] (an end
+    marked open excluded); ``why`` is appended to the message."""
+    bad = not (low <= value <= high) or (low_open and value == low) or (high_open and value == high)
+    if bad:  # NaN is bad too
+        interval = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
+        raise ValueError(f"{flag} must be in {interval}, got {value}{why}")
 
 
 def check_non_negative(flag, value):

@@ -27,7 +27,8 @@ ROWS = ("oracle", "mle", "tailr", "lfd", "degenerative")
 class Variant:
     """One trained model: its method, the method settings, and (LFD) its degenerative model."""
 
-    kind: str  # mle | tailr | degenerative | lfd
+    # mle | tailr | degenerative | lfd | unlikelihood | loss_truncation | mixce | error_norm_truncation
+    kind: str
     methods: Methods
     degenerative: str = "degenerative"
 

@@ -67,6 +67,14 @@ class Methods:
     truncation_ratio: float = 0.5
     degenerative_scale: float = 1.0
     mle_weight: float = 3.0
+    # The baselines (the sweep's rows; docs/baselines.md): the papers' or authors' defaults
+    unlikelihood_alpha: float = 1.0  # --rank-alpha
+    loss_truncation_dropc: float = 0.4  # LossDropper(dropc=0.4, min_count=10000, recompute=10000)
+    loss_truncation_min_count: int = 10000
+    loss_truncation_recompute: int = 10000
+    mixce_eta: float = 0.5  # --mixing-ratio, the default of the authors' run.py
+    ent_threshold: float = 1.3  # --token-prune-threshold: no published default, ours
+    ent_start: int = 0  # --start-prune-iteration
     extra: Dict[str, List[str]] = field(default_factory=dict)
 
     def criterion_flags(self) -> Dict[str, List[str]]:
@@ -82,4 +90,13 @@ class Methods:
             "lfd": ["--task", "language_modeling_lfd", "--criterion", "lfd_poe", *ls,
                     "--degenerative-scale", self.degenerative_scale,
                     "--mle-weight", self.mle_weight],
+            "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", self.unlikelihood_alpha],
+            "loss_truncation": ["--criterion", "loss_truncation", *ls,
+                                "--dropc", self.loss_truncation_dropc,
+                                "--min-count", self.loss_truncation_min_count,
+                                "--recompute", self.loss_truncation_recompute],
+            "mixce": ["--criterion", "mixce", "--mixing-ratio", self.mixce_eta],
+            "error_norm_truncation": ["--criterion", "error_norm_truncation", *ls,
+                                      "--token-prune-threshold", self.ent_threshold,
+                                      "--start-prune-iteration", self.ent_start],
         }  # fmt: skip

@@ -1,4 +1,5 @@
-"""``divgen-demo --sweep``: TaiLr and LFD settings around the defaults, on the same oracle and data."""
+"""``divgen-demo --sweep``: TaiLr and LFD settings around the defaults, and the baselines
+(unlikelihood, loss truncation, MixCE, error norm truncation), on the same oracle and data."""
 import json
 from dataclasses import replace
 from typing import Dict
@@ -13,6 +14,15 @@ TAILR_GRID = [(1e-7, 0.2), (1e-3, 0.1), (0.01, 0.1), (0.03, 0.1), (0.1, 0.1)]
 LFD_GRID = [(0.25, 1.0), (0.5, 1.0), (1.0, 1.0)]
 # truncation ratios of extra degenerative models (each with an LFD model on top)
 TRUNCATION_RATIOS: list = []
+# The baselines, each at its paper's / authors' default and one other setting:
+# unlikelihood --rank-alpha (paper: 1.0)
+UNLIKELIHOOD_GRID = [0.5, 1.0]
+# loss truncation --dropc (LossDropper: 0.4); hot start and window min(10000, one epoch)
+LOSS_TRUNCATION_GRID = [0.1, 0.4]
+# MixCE --mixing-ratio eta (the authors' best on WikiText with GPT-2: 0.1; run.py: 0.5)
+MIXCE_GRID = [0.1, 0.5]
+# ENT --token-prune-threshold (no published default), starting after the LR warm-up
+ENT_GRID = [1.1, 1.3]
 
 
 def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
@@ -27,6 +37,18 @@ def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
         out[f"lfd-R{ratio:g}"] = Variant("lfd", m, degenerative=degen)
     for beta, lam in LFD_GRID:
         out[f"lfd-b{beta:g}-l{lam:g}"] = Variant("lfd", replace(m, degenerative_scale=beta, mle_weight=lam))
+    for alpha in UNLIKELIHOOD_GRID:
+        out[f"unlikelihood-a{alpha:g}"] = Variant("unlikelihood", replace(m, unlikelihood_alpha=alpha))
+    window = min(m.loss_truncation_min_count, exp.size.n_train)
+    for dropc in LOSS_TRUNCATION_GRID:
+        lt = replace(m, loss_truncation_dropc=dropc, loss_truncation_min_count=window,
+                     loss_truncation_recompute=min(m.loss_truncation_recompute, exp.size.n_train))
+        out[f"loss_truncation-c{dropc:g}"] = Variant("loss_truncation", lt)
+    for eta in MIXCE_GRID:
+        out[f"mixce-e{eta:g}"] = Variant("mixce", replace(m, mixce_eta=eta))
+    for threshold in ENT_GRID:
+        ent = replace(m, ent_threshold=threshold, ent_start=exp.size.warmup_updates)
+        out[f"ent-t{threshold:g}"] = Variant("error_norm_truncation", ent)
     return out
 
 
@@ -40,6 +62,15 @@ def describe(name: str, v: Variant) -> str:
     if v.kind == "lfd":
         ratio = m.truncation_ratio if v.degenerative == "degenerative" else v.degenerative.split("R")[-1]
         return f"LFD beta={m.degenerative_scale:g}, lambda={m.mle_weight:g}, R={ratio}"
+    if v.kind == "unlikelihood":
+        return f"Unlikelihood (unlikelihood) alpha={m.unlikelihood_alpha:g}"
+    if v.kind == "loss_truncation":
+        return (f"Loss truncation (loss_truncation) dropc={m.loss_truncation_dropc:g}, "
+                f"min count={m.loss_truncation_min_count}, recompute={m.loss_truncation_recompute}")
+    if v.kind == "mixce":
+        return f"MixCE (mixce) eta={m.mixce_eta:g}"
+    if v.kind == "error_norm_truncation":
+        return f"ENT (error_norm_truncation) threshold={m.ent_threshold:g}, start={m.ent_start}"
     return LABELS.get(name, name)
 
 

@@ -1,0 +1,117 @@
+"""``--criterion error_norm_truncation``: ENT-Threshold as a fairseq criterion.
+
+Li et al., "Error Norm Truncation: Robust Training in the Presence of Data Noise for
+Text Generation Models", ICLR 2024. Flag names follow the authors' fairseq scripts
+(``--token-prune-threshold``, ``--start-prune-iteration``, on top of
+``label_smoothed_cross_entropy``). As in their task, training is plain
+(label-smoothed) MLE while the update count is at most the start iteration; after
+that, tokens with ``||q - onehot(y)||_2 > threshold`` are dropped, and the loss is
+normalised by ``sample_size`` = ntokens (all tokens, not the kept ones), as theirs.
+Validation reports the untruncated objective as ``loss`` (so that selecting
+checkpoints by loss does not reward dropping data) and the kept fraction.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.logging import metrics
+
+from ..losses import error_norm_truncated_loss
+from ..update_count import trainer_num_updates
+from .accuracy import add_accuracy
+from .checks import check_non_negative, check_range
+
+SQRT2 = math.sqrt(2.0)
+
+
+@dataclass
+class ErrorNormTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    token_prune_threshold: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "drop target tokens whose error norm ||q - onehot(y)||_2 (in [0, sqrt 2]) "
+            "exceeds this value, in (0, sqrt 2]; required (the authors publish no default)"
+        },
+    )
+    start_prune_iteration: int = field(
+        default=0,
+        metadata={
+            "help": "plain MLE while the number of finished updates is at most N, as the "
+            "authors' task; truncation afterwards"
+        },
+    )
+
+
+@register_criterion("error_norm_truncation", dataclass=ErrorNormTruncationConfig)
+class ErrorNormTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
+    """Label-smoothed cross-entropy over the tokens whose error norm is at most the threshold."""
+
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing,
+        token_prune_threshold=None,
+        start_prune_iteration=0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+    ):
+        if token_prune_threshold is None:
+            raise ValueError(
+                "--criterion error_norm_truncation needs --token-prune-threshold T, T in "
+                "(0, sqrt 2] = (0, 1.4142...]: tokens whose error norm exceeds T are dropped"
+            )
+        check_range("--token-prune-threshold", token_prune_threshold, 0.0, SQRT2, low_open=True,
+                    why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)")  # fmt: skip
+        check_non_negative("--start-prune-iteration", start_prune_iteration)
+        check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        self.threshold = token_prune_threshold
+        self.start_iteration = start_prune_iteration
+
+    def forward(self, model, sample, reduce=True):
+        """Loss, sample size and logging outputs for one batch."""
+        net_output = model(**sample["net_input"])
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        truncating = model.training and trainer_num_updates() > self.start_iteration
+        out = error_norm_truncated_loss(
+            lprobs, target, self.threshold, self.eps, self.padding_idx, truncate=truncating
+        )
+        ntokens = sample["ntokens"]
+        nsentences = sample["target"].size(0)
+        sample_size = nsentences if self.sentence_avg else ntokens
+        count = target.ne(self.padding_idx).sum().data if self.ignore_prefix_size > 0 else ntokens
+        logging_output = {
+            "loss": out.loss.data,
+            "nll_loss": out.nll.data,
+            "ntokens": ntokens,
+            "nsentences": nsentences,
+            "sample_size": sample_size,
+            "ent_kept": out.kept.data,  # within the threshold (dropped only when truncating)
+            "ent_norm_sum": out.norm_sum.data,
+            "ent_count": count,
+            "ent_truncating": count if truncating else 0,
+        }
+        if self.report_accuracy:
+            add_accuracy(self, model, net_output, sample, logging_output)
+        return out.loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        """Fairseq's loss / nll_loss / ppl / accuracy, plus the fraction of tokens within
+        the threshold, the mean error norm, and the fraction of tokens trained under
+        truncation (0 during the warm-up, and in validation)."""
+        super().reduce_metrics(logging_outputs)
+        count = sum(log.get("ent_count", 0) for log in logging_outputs)
+        if count > 0:
+            kept = sum(log.get("ent_kept", 0) for log in logging_outputs)
+            norms = sum(log.get("ent_norm_sum", 0) for log in logging_outputs)
+            active = sum(log.get("ent_truncating", 0) for log in logging_outputs)
+            metrics.log_scalar("ent_kept_ratio", kept / count, count, round=3)
+            metrics.log_scalar("ent_norm", norms / count, count, round=3)
+            metrics.log_scalar("ent_active", active / count, count, round=3)

@@ -1,0 +1,121 @@
+"""unlikelihood, mixce, loss_truncation and error_norm_truncation through real
+fairseq-train, fairseq-generate and fairseq-eval-lm."""
+import math
+import re
+
+import fairseq  # noqa: F401  (the plugin registers, and allowlists checkpoints for torch.load)
+import pytest
+
+import tiny
+import workers
+from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
+
+LS = ["--label-smoothing", "0.1"]
+# Each criterion at the setting where it is plain MLE, and the fairseq criterion it equals.
+AS_MLE = {
+    "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "0"], "cross_entropy"),
+    "mixce": (["--criterion", "mixce", "--mixing-ratio", "1"], "cross_entropy"),
+    "loss_truncation": (["--criterion", "loss_truncation", "--dropc", "0", "--min-count", "0", *LS],
+                        "label_smoothed_cross_entropy"),
+    "error_norm_truncation": (["--criterion", "error_norm_truncation", "--token-prune-threshold",
+                               repr(math.sqrt(2)), *LS], "label_smoothed_cross_entropy"),
+}  # fmt: skip
+MLE_FLAGS = {"cross_entropy": ["--criterion", "cross_entropy"],
+             "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", *LS]}  # fmt: skip
+# Each criterion at a setting that changes training, and the field it logs.
+ACTIVE = {
+    "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "1.0"], "ul_penalty"),
+    "mixce": (["--criterion", "mixce", "--mixing-ratio", "0.1"], "mixce_weight"),
+    "loss_truncation": (["--criterion", "loss_truncation", "--dropc", "0.4", "--min-count", "100",
+                         "--recompute", "100", *LS], "lt_kept_ratio"),
+    "error_norm_truncation": (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.0",
+                               "--start-prune-iteration", "3", *LS], "ent_kept_ratio"),
+}  # fmt: skip
+UPDATES = 10
+
+
+def _train(data, save_dir, extra, max_update=UPDATES, task="translation", arch=None):
+    arch = tiny.TINY_TRANSFORMER if arch is None else arch
+    args = [data, "--task", task, *arch, *tiny.common_train_args(save_dir, max_update), *extra]
+    return run_fairseq("train", args, env=workers.ENV).stdout
+
+
+@pytest.fixture(scope="module")
+def mle_runs(translation_data, tmp_path_factory):
+    """fairseq's own criterions, 4 updates each (trained once per module)."""
+    done = {}
+
+    def get(name):
+        if name not in done:
+            save = tmp_path_factory.mktemp(name)
+            done[name] = (save, _train(translation_data / "bin", save, MLE_FLAGS[name], max_update=4))
+        return done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(AS_MLE))
+def test_mle_setting_trains_exactly_as_fairseqs_criterion(translation_data, tmp_path, mle_runs, name):
+    flags, reference = AS_MLE[name]
+    out = _train(translation_data / "bin", tmp_path, flags, max_update=4)
+    ref_dir, ref_out = mle_runs(reference)
+    ours, ref = tiny.json_logs(out, "train_inner"), tiny.json_logs(ref_out, "train_inner")
+    assert len(ours) == len(ref) == 4
+    for a, b in zip(ours, ref):
+        assert a["loss"] == b["loss"]
+        # nll_loss is the plain NLL: cross_entropy logs it as its loss
+        assert a["nll_loss"] == b.get("nll_loss", b["loss"])
+    diff = workers.max_abs_param_diff(tmp_path / "checkpoint_last.pt", ref_dir / "checkpoint_last.pt")
+    assert diff == 0.0
+
+
+@pytest.mark.parametrize("name", list(ACTIVE))
+def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
+    flags, key = ACTIVE[name]
+    out = _train(translation_data / "bin", tmp_path, flags + ["--report-accuracy"])
+    inner = tiny.json_logs(out, "train_inner")
+    assert [int(r["num_updates"]) for r in inner] == list(range(1, UPDATES + 1))
+    assert all(math.isfinite(float(r["loss"])) and key in r for r in inner)
+    valid = tiny.json_logs(out, "valid")[-1]
+    assert f"valid_{key}" in valid and "valid_accuracy" in valid
+    if name == "unlikelihood":  # the penalty adds to the NLL
+        assert all(float(r["loss"]) > float(r["nll_loss"]) and float(r["ul_candidates"]) > 0 for r in inner)
+    if name == "mixce":  # weights eta + (1 - eta) p in [0.1, 1]
+        assert all(0.1 <= float(r["mixce_weight"]) <= 1 and float(r["loss"]) < float(r["nll_loss"]) for r in inner)
+    if name == "loss_truncation":  # MLE until 100 sequence losses were seen, then truncation
+        kept = [float(r["lt_kept_ratio"]) for r in inner]
+        assert kept[0] == 1 and min(kept) < 1 and "lt_cutoff" in inner[-1]
+    if name == "error_norm_truncation":  # MLE while at most 3 updates are done, as the authors
+        assert [float(r["ent_active"]) for r in inner] == [0] * 4 + [1] * (UPDATES - 4)
+        assert all(float(r["ent_kept_ratio"]) < 1 for r in inner[4:])
+        assert float(valid["valid_ent_active"]) == 0  # validation: the untruncated objective
+    gen = run_fairseq("generate", [
+        translation_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
+        "--cpu", "--batch-size", "16", "--gen-subset", "test", "--beam", "4",
+        "--required-batch-size-multiple", "1",
+    ]).stdout  # fmt: skip
+    hyps = tiny.hypotheses(gen)
+    assert sorted(h[0] for h in hyps) == list(range(30))
+
+
+@pytest.mark.parametrize("name", ["unlikelihood", "loss_truncation"])
+def test_sentence_avg_ignore_prefix_accuracy(translation_data, tmp_path, name):
+    flags, key = ACTIVE[name]
+    out = _train(translation_data / "bin", tmp_path,
+                 flags + ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"], max_update=6)  # fmt: skip
+    inner = tiny.json_logs(out, "train_inner")
+    assert len(inner) == 6 and all("accuracy" in r and key in r for r in inner)
+    assert "valid_accuracy" in tiny.json_logs(out, "valid")[-1]
+
+
+def test_unlikelihood_language_model_trains_and_evaluates(lm_data, tmp_path):
+    out = _train(lm_data / "bin", tmp_path, ACTIVE["unlikelihood"][0], max_update=15,
+                 task="language_modeling", arch=tiny.TINY_LM)  # fmt: skip
+    assert len(tiny.json_logs(out, "train_inner")) == 15
+    ev = run_fairseq("eval-lm", [
+        lm_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
+        "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
+        "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
+    ]).stdout  # fmt: skip
+    ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
+    assert 1.0 < ppl < 40.0  # 27-symbol vocabulary: better than uniform after training
