@@ -16,8 +16,7 @@ as one worker with --update-freq 2. fairseq keeps a criterion's state in its
 checkpoints only when the criterion has parameters (and then wraps it in DDP and
 hands them to the optimizer), so the history is not saved: a resumed run rebuilds
 it, with a warning, as the run began: plain MLE until ``min_count`` new sequence
-losses have been seen, then truncation against the rebuilt history (the authors'
-``LossDropper`` keeps no state across a restart either). The loss is the token sum over the kept sequences over
+losses have been seen, then truncation against the rebuilt history. The loss is the token sum over the kept sequences over
 ``sample_size`` = ntokens (all tokens, as loss_dropper's mean over all examples with
 dropped ones zeroed). Validation reports the untruncated objective as ``loss`` and
 the fraction of sequences within the cutoff.
