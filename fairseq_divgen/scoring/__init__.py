@@ -1,5 +1,6 @@
 """Quality and diversity metrics for generated text, and the ``divgen-score`` command."""
 from .metrics import (
+    bleu_and_self_bleu,
     corpus_bleu,
     distinct_n,
     length_stats,
@@ -11,6 +12,7 @@ from .metrics import (
 )
 
 __all__ = [
+    "bleu_and_self_bleu",
     "corpus_bleu",
     "distinct_n",
     "length_stats",
