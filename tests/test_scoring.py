@@ -153,6 +153,19 @@ def test_self_bleu_max_and_seed_select_a_seeded_subset(tmp_path):
 
     assert cli_self_bleu("--self-bleu-max", "10", "--seed", "3") == within_1e9(expected)
     assert cli_self_bleu() == within_1e9(pairwise_self_bleu(hyps, "none"))
+    with pytest.raises(SystemExit):
+        divgen_score(base + ["--self-bleu-max", "1"])
+
+
+def test_divgen_score_default_is_every_hypothesis_not_the_old_500_subset(tmp_path):
+    rng = random.Random(5)
+    hyps = [" ".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 6))) for _ in range(600)]
+    (tmp_path / "h.txt").write_text("\n".join(hyps) + "\n")
+    out = tmp_path / "s.json"
+    assert divgen_score(["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(out)]) == 0
+    value = json.loads(out.read_text())[str(tmp_path / "h.txt")]["self_bleu"]
+    assert value == self_bleu(hyps, tokenize="none")
+    assert value != pytest.approx(self_bleu(hyps, max_hyps=500, tokenize="none"))
 
 
 def test_reference_set_bleu_by_hand():
