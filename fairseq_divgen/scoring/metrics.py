@@ -66,15 +66,19 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 
 def ngrams(tokens: Sequence[str], n: int) -> List[tuple]:
-    """The n-grams of one token sequence, in order."""
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    """The n-grams (n >= 1) of one token sequence, in order."""
+    return list(zip(*(tokens[i:] for i in range(n))))
 
 
 def distinct_n(hyps: Sequence[Sequence[str]], n: int) -> float:
     """Corpus distinct-n: unique n-grams / total n-grams (0 if there are none)."""
-    counts = Counter(g for h in hyps for g in ngrams(h, n))
-    total = sum(counts.values())
-    return len(counts) / total if total else 0.0
+    unique = set()
+    total = 0
+    for h in hyps:
+        grams = ngrams(h, n)
+        unique.update(grams)
+        total += len(grams)
+    return len(unique) / total if total else 0.0
 
 
 def seq_rep_n(hyps: Sequence[Sequence[str]], n: int) -> float:
