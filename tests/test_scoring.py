@@ -10,6 +10,7 @@ from sacrebleu.metrics import BLEU
 
 from fairseq_divgen.scoring import (
     corpus_bleu,
+    distinct_and_seq_rep,
     distinct_n,
     length_stats,
     reference_set_bleu,
@@ -34,6 +35,19 @@ def test_distinct_n_by_hand():
 def test_seq_rep_n_by_hand():
     assert seq_rep_n(HYPS, 2) == pytest.approx((1 - 2 / 3 + 0.0) / 2)  # ab ba ab | ac
     assert seq_rep_n(HYPS, 4) == 0.0  # one distinct 4-gram; 'a c' has none and is skipped
+
+
+def test_distinct_and_seq_rep_in_one_pass_equal_their_definitions():
+    rng = random.Random(4)
+    hyps = [[rng.choice("abc") for _ in range(rng.randint(0, 9))] for _ in range(300)]
+    distinct, seq_rep = distinct_and_seq_rep(hyps, 5)
+    for n in range(1, 6):
+        grams = [[tuple(h[i : i + n]) for i in range(len(h) - n + 1)] for h in hyps]
+        total = sum(len(g) for g in grams)
+        assert distinct[n - 1] == len({x for g in grams for x in g}) / total
+        values = [1 - len(set(g)) / len(g) for g in grams if g]
+        assert seq_rep[n - 1] == pytest.approx(sum(values) / len(values), abs=1e-15)
+        assert (distinct_n(hyps, n), seq_rep_n(hyps, n)) == (distinct[n - 1], seq_rep[n - 1])
 
 
 def test_rep_and_wrep_by_hand():

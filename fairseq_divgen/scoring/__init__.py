@@ -2,6 +2,7 @@
 from .metrics import (
     bleu_and_self_bleu,
     corpus_bleu,
+    distinct_and_seq_rep,
     distinct_n,
     length_stats,
     reference_set_bleu,
@@ -14,6 +15,7 @@ from .metrics import (
 __all__ = [
     "bleu_and_self_bleu",
     "corpus_bleu",
+    "distinct_and_seq_rep",
     "distinct_n",
     "length_stats",
     "reference_set_bleu",

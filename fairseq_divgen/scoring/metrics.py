@@ -72,23 +72,25 @@ def ngrams(tokens: Sequence[str], n: int) -> List[tuple]:
 
 def distinct_n(hyps: Sequence[Sequence[str]], n: int) -> float:
     """Corpus distinct-n: unique n-grams / total n-grams (0 if there are none)."""
-    unique = set()
-    total = 0
-    for h in hyps:
-        grams = ngrams(h, n)
-        unique.update(grams)
-        total += len(grams)
-    return len(unique) / total if total else 0.0
+    return distinct_and_seq_rep(hyps, n)[0][n - 1]
 
 
 def seq_rep_n(hyps: Sequence[Sequence[str]], n: int) -> float:
     """Mean over sequences with >= 1 n-gram of 1 - unique n-grams / n-grams."""
-    values = []
-    for h in hyps:
-        grams = ngrams(h, n)
-        if grams:
-            values.append(1.0 - len(set(grams)) / len(grams))
-    return sum(values) / len(values) if values else 0.0
+    return distinct_and_seq_rep(hyps, n)[1][n - 1]
+
+
+def distinct_and_seq_rep(hyps: Sequence[Sequence[str]], max_order: int = 4) -> Tuple[List[float], List[float]]:
+    """``[distinct_n(hyps, n) for n in 1..max_order]`` and the same for seq_rep_n, in
+    one pass (the n-grams as integer codes, see ``_ngram_codes``)."""
+    distinct, seq_rep = [], []
+    with _gc_paused():
+        for codes in _ngram_codes(hyps, max_order):
+            total = sum(map(len, codes))
+            distinct.append(len(set(chain.from_iterable(codes))) / total if total else 0.0)
+            values = [1.0 - len(set(c)) / len(c) for c in codes if c]
+            seq_rep.append(sum(values) / len(values) if values else 0.0)
+    return distinct, seq_rep
 
 
 def rep_wrep(
@@ -259,14 +261,12 @@ def _sentence_bleu(bleu, correct: List[int], hyp_len: int, ref_len: int) -> floa
     return _compute_bleu(bleu, correct, total, hyp_len, ref_len, effective_order=True)
 
 
-def _ngram_labels(seqs: List[List[str]], max_order: int) -> Iterator[List[Set]]:
-    """For n = 1..max_order in turn: the occurrence labels of the n-grams of every
-    sequence (one set per sequence, see the module docstring).
+def _ngram_codes(seqs: Sequence[Sequence[str]], max_order: int) -> Iterator[List[List[int]]]:
+    """For n = 1..max_order in turn: the n-grams of every sequence, in order, as integers.
 
-    n-grams are coded as integers: tokens get ids 0..V-1 from one vocabulary for all
-    the sequences, and the n-gram (t_1..t_n) is sum_k id(t_k) V^(n-k), so two n-grams
-    of one order get the same code exactly when they are equal. The k-th occurrence
-    (k > 1) of code g is labelled (g, k), a tuple, which no code equals.
+    Tokens get ids 0..V-1 from one vocabulary for all the sequences, and the n-gram
+    (t_1..t_n) is sum_k id(t_k) V^(n-k): two n-grams of one order get the same code
+    exactly when they are equal.
     """
     vocab = {tok: i for i, tok in enumerate(set(chain.from_iterable(seqs)))}
     base = max(len(vocab), 1)
@@ -275,6 +275,15 @@ def _ngram_labels(seqs: List[List[str]], max_order: int) -> Iterator[List[Set]]:
     for n in range(1, max_order + 1):
         if n > 1:  # code of (t_i..t_{i+n-1}) = code of (t_i..t_{i+n-2}) * V + id(t_{i+n-1})
             codes = [list(map(add, map(mul, c, repeat(base)), s[n - 1 :])) for c, s in zip(codes, ids)]
+        yield codes
+
+
+def _ngram_labels(seqs: List[List[str]], max_order: int) -> Iterator[List[Set]]:
+    """For n = 1..max_order in turn: the occurrence labels of the n-grams of every
+    sequence (one set per sequence, see the module docstring). The n-grams are
+    coded by ``_ngram_codes``; the k-th occurrence (k > 1) of code g is labelled
+    (g, k), a tuple, which no code equals."""
+    for codes in _ngram_codes(seqs, max_order):
         yield [_occurrence_labels(c) for c in codes]
 
 
