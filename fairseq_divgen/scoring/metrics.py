@@ -80,7 +80,9 @@ def seq_rep_n(hyps: Sequence[Sequence[str]], n: int) -> float:
     return distinct_and_seq_rep(hyps, n)[1][n - 1]
 
 
-def distinct_and_seq_rep(hyps: Sequence[Sequence[str]], max_order: int = 4) -> Tuple[List[float], List[float]]:
+def distinct_and_seq_rep(
+    hyps: Sequence[Sequence[str]], max_order: int = 4
+) -> Tuple[List[float], List[float]]:
     """``[distinct_n(hyps, n) for n in 1..max_order]`` and the same for seq_rep_n, in
     one pass (the n-grams as integer codes, see ``_ngram_codes``)."""
     distinct, seq_rep = [], []
@@ -268,6 +270,7 @@ def _ngram_codes(seqs: Sequence[Sequence[str]], max_order: int) -> Iterator[List
     (t_1..t_n) is sum_k id(t_k) V^(n-k): two n-grams of one order get the same code
     exactly when they are equal.
     """
+    seqs = list(seqs)
     vocab = {tok: i for i, tok in enumerate(set(chain.from_iterable(seqs)))}
     base = max(len(vocab), 1)
     ids = [list(map(vocab.__getitem__, s)) for s in seqs]
