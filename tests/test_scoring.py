@@ -1,10 +1,16 @@
-"""Scoring metrics against values worked out by hand (definitions in scoring/metrics.py)."""
+"""Scoring metrics against values worked out by hand, and the BLEU metrics against
+sacrebleu's own pairwise computation (definitions in scoring/metrics.py)."""
 import json
+import logging
+import random
 
 import pytest
 import sacrebleu
+from sacrebleu.metrics import BLEU
 
 from fairseq_divgen.scoring import (
+    corpus_bleu,
+    distinct_and_seq_rep,
     distinct_n,
     length_stats,
     reference_set_bleu,
@@ -29,6 +35,19 @@ def test_distinct_n_by_hand():
 def test_seq_rep_n_by_hand():
     assert seq_rep_n(HYPS, 2) == pytest.approx((1 - 2 / 3 + 0.0) / 2)  # ab ba ab | ac
     assert seq_rep_n(HYPS, 4) == 0.0  # one distinct 4-gram; 'a c' has none and is skipped
+
+
+def test_distinct_and_seq_rep_in_one_pass_equal_their_definitions():
+    rng = random.Random(4)
+    hyps = [[rng.choice("abc") for _ in range(rng.randint(0, 9))] for _ in range(300)]
+    distinct, seq_rep = distinct_and_seq_rep(hyps, 5)
+    for n in range(1, 6):
+        grams = [[tuple(h[i : i + n]) for i in range(len(h) - n + 1)] for h in hyps]
+        total = sum(len(g) for g in grams)
+        assert distinct[n - 1] == len({x for g in grams for x in g}) / total
+        values = [1 - len(set(g)) / len(g) for g in grams if g]
+        assert seq_rep[n - 1] == pytest.approx(sum(values) / len(values), abs=1e-15)
+        assert (distinct_n(hyps, n), seq_rep_n(hyps, n)) == (distinct[n - 1], seq_rep[n - 1])
 
 
 def test_rep_and_wrep_by_hand():
@@ -57,10 +76,110 @@ def test_self_bleu_is_leave_one_out_sentence_bleu():
     assert self_bleu(["a b c d", "e f g h"], tokenize="none") == 0.0
 
 
-def test_self_bleu_subset_is_seeded():
-    hyps = [f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 13}" for i in range(40)]
-    a = self_bleu(hyps, max_hyps=10, seed=3, tokenize="none")
-    assert a == self_bleu(hyps, max_hyps=10, seed=3, tokenize="none")
+def within_1e9(value):
+    return pytest.approx(value, abs=1e-9, rel=0)
+
+
+def pairwise_self_bleu(hyps, tokenize):
+    """The definition, computed by sacrebleu: mean sentence BLEU of each hypothesis
+    with every other hypothesis (by index) as a reference."""
+    bleu = BLEU(tokenize=tokenize, effective_order=True)
+    scores = [bleu.sentence_score(h, hyps[:i] + hyps[i + 1 :]).score for i, h in enumerate(hyps)]
+    return sum(scores) / len(scores)
+
+
+# Each line is there for a rule of sacrebleu's sentence BLEU that a one-pass
+# computation could get wrong (word counts after 13a tokenization in brackets).
+EDGE_CASES = [
+    "the cat sat on the mat .",  # [7]
+    "the cat sat on the mat .",  # [7] a duplicate: each copy is a reference of the other
+    "the the the cat",  # [4] 'the' x3, the largest count, held by this line alone: it is
+    # clipped at the others' largest, the 2 of the next line
+    "the the dog",  # [3] the only length 3: the others' closest are 2 and 4, a tie that
+    # goes to the shorter
+    "go go go go",  # [4] 'go' x4 in two lines, a tie for the largest count: each is
+    "go go go go now",  # [5] clipped at 4 by the other
+    "a dog",  # [2]
+    "dog",  # [1] one word
+    "cat",  # [1] one word, same length: "dog" has a reference of its own length
+    "",  # [0] empty: scores 0, and is a reference of length 0
+    "   ",  # [0] whitespace only: empty as well
+    "mat. the cat, on it",  # 13a splits '.' and ',' from the words: [7], [5] with 'none'
+    "a b c d e f g h i j k",  # [11] the only long line: its closest other length is 7
+]
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "none"])
+def test_self_bleu_equals_sacrebleu_pairwise_with_ties_duplicates_empty_and_one_word_lines(tokenize):
+    expected = pairwise_self_bleu(EDGE_CASES, tokenize)
+    assert self_bleu(EDGE_CASES, tokenize=tokenize) == within_1e9(expected)
+    # and on every subset that leaves one line out, so that no line's error can
+    # hide in the mean of the others
+    for i in range(len(EDGE_CASES)):
+        subset = EDGE_CASES[:i] + EDGE_CASES[i + 1 :]
+        expected = pairwise_self_bleu(subset, tokenize)
+        assert self_bleu(subset, tokenize=tokenize) == within_1e9(expected)
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "none"])
+def test_self_bleu_reference_length_is_the_closest_other_length_shorter_on_a_tie(tokenize):
+    # The second line has length 3 and shares every n-gram with the first, so only
+    # the brevity penalty differs: the others' lengths are 2 and 4, a tie, and
+    # sacrebleu takes the shorter (2: no penalty). Taking 4, or its own length 3
+    # (not left out), would give another number.
+    hyps = ["x y", "x y z", "x y z w"]
+    assert self_bleu(hyps, tokenize=tokenize) == within_1e9(pairwise_self_bleu(hyps, tokenize))
+    # Only line of length 2 among lengths 2, 5, 5: its closest other length is 5
+    # (brevity penalty exp(1 - 5/2)); with its own length counted, it would be 2.
+    hyps = ["p q", "p q r s t", "p q r s u"]
+    assert self_bleu(hyps, tokenize=tokenize) == within_1e9(pairwise_self_bleu(hyps, tokenize))
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "none"])
+def test_self_bleu_equals_sacrebleu_pairwise_on_random_sentences_with_colliding_ngrams(tokenize):
+    rng = random.Random(1)
+    words = ["a", "b", "c", "d", "e", "f,", "g.", "H"]  # 8 words: n-grams collide and repeat
+    hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 10))) for _ in range(300)]
+    hyps += hyps[:20]  # duplicates too
+    assert self_bleu(hyps, tokenize=tokenize) == within_1e9(pairwise_self_bleu(hyps, tokenize))
+    for k in range(2, 8):  # small sets, where one wrong hypothesis moves the mean a lot
+        small = rng.sample(hyps, k)
+        assert self_bleu(small, tokenize=tokenize) == within_1e9(pairwise_self_bleu(small, tokenize))
+
+
+def test_self_bleu_max_and_seed_select_a_seeded_subset(tmp_path):
+    rng = random.Random(0)
+    hyps = [" ".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 8))) for _ in range(40)]
+    subset = random.Random(3).sample(hyps, 10)
+    expected = pairwise_self_bleu(subset, "none")
+    assert self_bleu(hyps, max_hyps=10, seed=3, tokenize="none") == within_1e9(expected)
+    # the seed and the size matter, and the default is the whole set
+    assert expected != pytest.approx(pairwise_self_bleu(random.Random(4).sample(hyps, 10), "none"))
+    assert expected != pytest.approx(pairwise_self_bleu(hyps, "none"))
+    assert self_bleu(hyps, tokenize="none") == within_1e9(pairwise_self_bleu(hyps, "none"))
+    # the same through divgen-score's options
+    (tmp_path / "h.txt").write_text("\n".join(hyps) + "\n")
+    base = ["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(tmp_path / "s.json")]
+
+    def cli_self_bleu(*extra):
+        assert divgen_score(base + list(extra)) == 0
+        return json.loads((tmp_path / "s.json").read_text())[str(tmp_path / "h.txt")]["self_bleu"]
+
+    assert cli_self_bleu("--self-bleu-max", "10", "--seed", "3") == within_1e9(expected)
+    assert cli_self_bleu() == within_1e9(pairwise_self_bleu(hyps, "none"))
+    with pytest.raises(SystemExit):
+        divgen_score(base + ["--self-bleu-max", "1"])
+
+
+def test_divgen_score_default_is_every_hypothesis_not_the_old_500_subset(tmp_path):
+    rng = random.Random(5)
+    hyps = [" ".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 6))) for _ in range(600)]
+    (tmp_path / "h.txt").write_text("\n".join(hyps) + "\n")
+    out = tmp_path / "s.json"
+    assert divgen_score(["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(out)]) == 0
+    value = json.loads(out.read_text())[str(tmp_path / "h.txt")]["self_bleu"]
+    assert value == self_bleu(hyps, tokenize="none")
+    assert value != pytest.approx(self_bleu(hyps, max_hyps=500, tokenize="none"))
 
 
 def test_reference_set_bleu_by_hand():
@@ -74,6 +193,47 @@ def test_reference_set_bleu_by_hand():
     both = reference_set_bleu(["a b c d e", "q r s t"], refs, tokenize="none")
     assert both == pytest.approx(first / 2)
     assert reference_set_bleu(["x y z w"], ["q q", "x y z w"], tokenize="none") == pytest.approx(100)
+
+
+def random_texts(rng, n, words="a b c d e f, g. H".split()):
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "none"])
+def test_reference_set_bleu_equals_sacrebleu_sentence_bleu_against_all_references(tokenize):
+    rng = random.Random(2)
+    hyps = random_texts(rng, 200) + ["", "a", "b"]
+    refs = random_texts(rng, 150) + ["", "a"]
+    bleu = BLEU(tokenize=tokenize, effective_order=True)
+    expected = sum(bleu.sentence_score(h, refs).score for h in hyps) / len(hyps)
+    assert reference_set_bleu(hyps, refs, tokenize=tokenize) == within_1e9(expected)
+    subset = random.Random(7).sample(hyps, 50)
+    expected = sum(bleu.sentence_score(h, refs).score for h in subset) / len(subset)
+    got = reference_set_bleu(hyps, refs, max_hyps=50, seed=7, tokenize=tokenize)
+    assert got == within_1e9(expected)
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "none"])
+def test_corpus_bleu_equals_sacrebleu_corpus_bleu(tokenize):
+    rng = random.Random(3)
+    hyps, refs = random_texts(rng, 300), random_texts(rng, 300)
+    hyps[:3], refs[3:6] = ["", "a", "   "], ["", "b", "a a"]  # empty and one-word lines
+    expected = sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
+    assert corpus_bleu(hyps, refs, tokenize) == within_1e9(expected)
+    # a tiny corpus whose higher orders have no n-gram at all (no effective order here)
+    expected = sacrebleu.corpus_bleu(["a b", "c"], [["a b", "c d"]], tokenize=tokenize).score
+    assert corpus_bleu(["a b", "c"], ["a b", "c d"], tokenize) == within_1e9(expected)
+
+
+def test_corpus_bleu_warns_like_sacrebleu_about_tokenized_periods(caplog):
+    hyps = ["a b ."] * 100
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        sacrebleu.corpus_bleu(hyps, [hyps])
+    expected = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        corpus_bleu(hyps, hyps)
+    assert expected and [r.getMessage() for r in caplog.records] == expected
 
 
 GENERATE_OUTPUT = """S-1\tw1 w2

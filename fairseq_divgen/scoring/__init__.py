@@ -1,6 +1,8 @@
 """Quality and diversity metrics for generated text, and the ``divgen-score`` command."""
 from .metrics import (
+    bleu_and_self_bleu,
     corpus_bleu,
+    distinct_and_seq_rep,
     distinct_n,
     length_stats,
     reference_set_bleu,
@@ -11,7 +13,9 @@ from .metrics import (
 )
 
 __all__ = [
+    "bleu_and_self_bleu",
     "corpus_bleu",
+    "distinct_and_seq_rep",
     "distinct_n",
     "length_stats",
     "reference_set_bleu",

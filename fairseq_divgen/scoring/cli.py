@@ -2,6 +2,9 @@
 
     divgen-score generate-test.txt                # fairseq-generate output
     divgen-score --hyps samples.txt [--refs ref.txt]
+
+Self-BLEU is computed over every hypothesis by default; ``--self-bleu-max N`` scores
+a seeded random subset of N instead (see fairseq_divgen/scoring/metrics.py).
 """
 import argparse
 import json
@@ -10,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .metrics import corpus_bleu, distinct_n, length_stats, rep_wrep, self_bleu, seq_rep_n, uniq
+from .metrics import bleu_and_self_bleu, distinct_and_seq_rep, length_stats, rep_wrep, uniq
 from .read import read_generate_output, read_lines
 
 
@@ -18,20 +21,21 @@ def score_texts(
     hyps: List[str],
     refs: Optional[List[str]] = None,
     window: int = 16,
-    self_bleu_max: int = 500,
+    self_bleu_max: Optional[int] = None,
     seed: int = 0,
     tokenize: str = "13a",
 ) -> Dict[str, float]:
-    """Every metric of this package for one set of hypotheses (and references)."""
+    """Every metric of this package for one set of hypotheses (and references).
+    Self-BLEU over every hypothesis, or over a subset of ``self_bleu_max`` drawn with ``seed``."""
     toks = [h.split() for h in hyps]
     ref_toks = [r.split() for r in refs] if refs is not None else None
     out: Dict[str, float] = {"n": len(hyps)}
-    out["bleu"] = corpus_bleu(hyps, refs, tokenize) if refs is not None else None
-    out["self_bleu"] = self_bleu(hyps, self_bleu_max, seed, tokenize)
+    out.update(bleu_and_self_bleu(hyps, refs, self_bleu_max, seed, tokenize))
+    distinct, seq_rep = distinct_and_seq_rep(toks, 4)
     for n in (1, 2, 3, 4):
-        out[f"distinct_{n}"] = distinct_n(toks, n)
+        out[f"distinct_{n}"] = distinct[n - 1]
     for n in (2, 3, 4):
-        out[f"seq_rep_{n}"] = seq_rep_n(toks, n)
+        out[f"seq_rep_{n}"] = seq_rep[n - 1]
     rw = rep_wrep(toks, window, ref_toks)
     out[f"rep_{window}"] = rw["rep"]
     out[f"wrep_{window}"] = rw["wrep"]
@@ -67,13 +71,21 @@ def main(argv=None) -> int:
     p.add_argument("--all-nbest", action="store_true", help="score every n-best hypothesis, not only the first")
     p.add_argument("--detok", action="store_true", help="read D- (detokenized) lines instead of H-")
     p.add_argument("--window", type=int, default=16, help="l of rep/l and wrep/l (default 16)")
-    p.add_argument("--self-bleu-max", type=int, default=500, help="self-BLEU subset size (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the self-BLEU subset")
+    p.add_argument(
+        "--self-bleu-max", type=int, metavar="N",
+        help="self-BLEU of a random subset of N hypotheses (drawn with --seed, each scored "
+        "against the other N-1) instead of every hypothesis against all the others, the "
+        "default. A subset's self-BLEU is not comparable with the full set's (older versions "
+        "of divgen-score used a subset of 500)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the --self-bleu-max subset (default 0)")
     p.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer (default 13a; 'none' for pre-tokenized text)")
     p.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = p.parse_args(argv)
     if not args.generate_outputs and not args.hyps:
         p.error("give fairseq-generate output files or --hyps FILE")
+    if args.self_bleu_max is not None and args.self_bleu_max < 2:
+        p.error("--self-bleu-max needs at least 2 hypotheses (self-BLEU scores each against the others)")
     if args.refs and len(args.hyps) != 1:
         p.error("--refs goes with exactly one --hyps file")
     rows = {}
