@@ -209,14 +209,17 @@ def _saved_vocab_sized(fn):
     return len(storages)
 
 
-def test_mle_weight_zero_keeps_no_main_log_softmax_for_backward():
+@pytest.mark.parametrize("main_eos", [False, True])
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_backward_keeps_one_vocabulary_sized_tensor(lam, main_eos):
+    # No log-softmax of either model and no product distribution for backward: the
+    # gradient w.r.t. the main logits alone, whatever lambda (with lambda 0 nothing
+    # of the main model's own NLL is kept either).
     z_main, degen_lp, target = _batch(seed=14)
     z = z_main.float().requires_grad_(True)
     d = degen_lp.float()
-    with_mle = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, 1.0, 0.0, PAD, EOS))
-    without = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, 0.0, 0.0, PAD, EOS))
-    assert without == with_mle - 1
-    # and the logged main-model NLL is still exact
-    out = lfd_loss(z, d, target, 1.0, 0.0, 0.0, PAD, EOS)
+    kept = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos))
+    assert kept == 1
+    out = lfd_loss(z, d, target, 1.0, lam, 0.0, PAD, EOS, main_eos=main_eos)
     ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")
-    assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)  # still logged exactly

@@ -63,8 +63,9 @@ def test_translation_two_stages_resume_validate_generate(translation_data, stage
     out = _train(data, save, "translation_lfd", tiny.TINY_TRANSFORMER, flags).stdout
     assert out.count(LOADED) == 1
     inner = tiny.json_logs(out, "train_inner")
-    assert len(inner) == 10 and all("poe_loss" in r and "degen_nll_loss" in r for r in inner)
-    assert "valid_poe_loss" in tiny.json_logs(out, "valid")[-1]
+    assert len(inner) == 10 and all("poe_loss" in r and "eos_nll" in r for r in inner)
+    valid = tiny.json_logs(out, "valid")[-1]
+    assert "valid_poe_loss" in valid and "valid_degen_nll_loss" in valid
 
     # The degenerative model is untouched, bit for bit.
     assert _sha256(degen) == before_sha

@@ -130,8 +130,9 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        """Fairseq's loss / nll_loss (main model) / ppl / accuracy, plus the PoE NLL
-        and the degenerative model's own NLL, per token in base 2."""
+        """Fairseq's loss / nll_loss (main model) / ppl / accuracy, plus the PoE NLL,
+        the main model's NLL at gold EOS positions, and (validation) the degenerative
+        model's own NLL, per token in base 2."""
         super().reduce_metrics(logging_outputs)
         ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
         if ntokens > 0:

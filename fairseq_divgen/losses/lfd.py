@@ -20,13 +20,31 @@ A degenerative model is sure of EOS where the data is not, and under the plain
 product the main model learns to cancel that by giving EOS too little probability
 everywhere; generating alone, it then does not stop (docs/lfd.md).
 
-Every term is computed from reductions over the vocabulary (log-sum-exp, gather,
-sum): no log-softmax of the product is materialised.
+The loss and its gradient with respect to the main model's logits are computed
+together, in chunks of tokens, in closed form (no autograd graph over the
+vocabulary): with ``s = z + beta * z_degen``, ``P = softmax(s)``, ``Q = softmax(z)`` and
+fairseq's smoothing ``eps_i = eps / (V - 1)``,
+
+    dL/dz = (1 - eps - eps_i) (P - onehot(y)) + eps_i (V P - 1) + lambda (Q - onehot(y)),
+
+and with EOS outside the product (``R`` = softmax of ``s`` over the symbols other than
+EOS, ``Q'`` = the same of ``z``, both 0 at EOS):
+
+    d(-log p(y))/dz = Q - onehot(eos)               if y = eos,
+                      R - onehot(y) + Q - Q'        otherwise;
+    d(-sum_v log p(v))/dz = V Q - 1 + (V - 1) (R - Q').
+
+Only that gradient, one (N, V) tensor, is kept for the backward pass: no
+log-softmax of either model, no product distribution, and no vocabulary-sized work
+for the degenerative model beyond its logits.
 """
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
+
+# Rows per chunk: about this many elements per (rows, V) temporary (16 MiB in fp32).
+CHUNK_ELEMENTS = 1 << 22
 
 
 class LfdLoss(NamedTuple):
@@ -36,7 +54,7 @@ class LfdLoss(NamedTuple):
     poe_nll: Tensor  # -log p_poe(y_t)
     main_nll: Tensor  # -log q_main(y_t): what generation uses
     main_eos_nll: Tensor  # -log q_main(eos) at gold-EOS positions (0 without eos_index)
-    degen_nll: Optional[Tensor]  # -log q_degen(y_t) (None without the degenerative model)
+    degen_nll: Optional[Tensor]  # -log q_degen(y_t), computed without gradient only (validation)
 
 
 def logsumexp_without(x: Tensor, col: int) -> Tensor:
@@ -44,6 +62,160 @@ def logsumexp_without(x: Tensor, col: int) -> Tensor:
     left = x[..., :col].logsumexp(-1, keepdim=True)
     right = x[..., col + 1 :].logsumexp(-1, keepdim=True)
     return torch.logaddexp(left, right)
+
+
+def _softmax(x: Tensor, skip: Optional[int] = None):
+    """``(logsumexp, softmax)`` of the rows of ``x`` with one pass of ``exp``; with
+    ``skip``, column ``skip`` is left out of both (its probability is 0) and its
+    unnormalised weight is returned too: ``(lse_rest, softmax_rest, exp_skip, max)``."""
+    m = x.amax(-1, keepdim=True)
+    e = (x - m).exp_()
+    if skip is None:
+        total = e.sum(-1, keepdim=True)
+        return m + total.log(), e.div_(total)
+    e_skip = e[:, skip : skip + 1].clone()
+    e[:, skip] = 0.0
+    rest = e.sum(-1, keepdim=True)  # a sum of the other terms: no cancellation
+    return m + rest.log(), e.div_(rest), e_skip, m
+
+
+def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
+    """Sums (loss, poe_nll, main_nll, main_eos_nll, degen_nll) and dL/dz of some rows.
+
+    Everything in fp32 (fp64 for fp64 inputs); ``zd`` may be None (beta = 0).
+    """
+    acc = torch.promote_types(z.dtype, torch.float32)
+    z = z.to(acc)
+    vocab = z.size(-1)
+    t = t.view(-1, 1)
+    padm = t.eq(pad)
+    eps_i = eps / (vocab - 1)
+    w = 1.0 - eps - eps_i  # weight of the NLL term of fairseq's label smoothing
+    degen_nll = z.new_zeros(())
+    if zd is not None:
+        zd = zd.to(acc)
+        if not want_grad:  # frozen: its NLL is a validation diagnostic (one exp pass)
+            degen_nll = (zd.logsumexp(-1, keepdim=True) - zd.gather(-1, t)).masked_fill(padm, 0.0).sum()
+    s = torch.add(z, zd, alpha=beta) if (zd is not None and beta != 0.0) else z.clone()
+    z_gold, s_gold = z.gather(-1, t), s.gather(-1, t)
+    grad = None
+    smooth = None
+    if not main_eos:
+        if want_grad and lam != 0.0:
+            lse_z, q = _softmax(z)
+        else:
+            lse_z, q = z.logsumexp(-1, keepdim=True), None
+        s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
+        if want_grad:
+            lse_s, p = _softmax(s)  # P
+        else:
+            lse_s, p = s.logsumexp(-1, keepdim=True), None
+        poe_gold = s_gold - lse_s
+        if eps > 0.0:
+            smooth = vocab * lse_s - s_sum
+        if want_grad:
+            # w (P - onehot) + eps_i (V P - 1) + lambda (Q - onehot)
+            grad = p.mul_(w + vocab * eps_i)
+            if eps > 0.0:
+                grad.sub_(eps_i)
+            if q is not None:
+                grad.add_(q, alpha=lam)
+            grad.scatter_add_(-1, t, torch.full_like(z_gold, -(w + lam)))
+    else:
+        e = eos
+        is_eos = t.eq(e)
+        # Q' (softmax of z without EOS) and B = its log-normaliser; Q from them
+        lse_z_rest, q_rest, ez_eos, m_z = _softmax(z, skip=e)
+        lse_z = torch.logaddexp(lse_z_rest, m_z + ez_eos.log())
+        log_eos = z[:, e : e + 1] - lse_z  # log Q(eos)
+        log_not_eos = lse_z_rest - lse_z  # log(1 - Q(eos)), stably
+        s_eos = s[:, e : e + 1].clone()
+        s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
+        others, r, _, _ = _softmax(s, skip=e)  # A and R (0 at EOS)
+        poe_gold = torch.where(is_eos, log_eos, s_gold - others + log_not_eos)
+        if eps > 0.0:
+            smooth = -(log_eos + (s_sum - s_eos) - (vocab - 1) * (others - log_not_eos))
+        if want_grad:
+            # Q = Q' (1 - Q(eos)), and Q(eos) at EOS
+            q = q_rest.mul(log_not_eos.exp())
+            q[:, e : e + 1] = log_eos.exp()
+            # w [R + Q - Q' (y != eos) | Q (y = eos)] - (w + lambda) onehot(y)
+            #   + eps_i [V Q - 1 + (V - 1)(R - Q')] + lambda Q
+            # = c (R - Q') + (w + V eps_i + lambda) Q - eps_i - (w + lambda) onehot(y),
+            # with c = w [y != eos] + (V - 1) eps_i
+            c = (~is_eos).to(acc) * w + (vocab - 1) * eps_i
+            grad = r.sub_(q_rest).mul_(c)
+            grad.add_(q, alpha=w + vocab * eps_i + lam)
+            if eps > 0.0:
+                grad.sub_(eps_i)
+            grad.scatter_add_(-1, t, torch.full_like(z_gold, -(w + lam)))
+    main_gold = z_gold - lse_z
+    main_nll = (-main_gold).masked_fill(padm, 0.0).sum()
+    main_eos_nll = (-main_gold).masked_fill(t.ne(eos), 0.0).sum() if eos is not None else main_nll.new_zeros(())
+    poe_nll = (-poe_gold).masked_fill(padm, 0.0).sum()
+    loss = poe_nll
+    if smooth is not None:
+        loss = w * poe_nll + eps_i * smooth.masked_fill(padm, 0.0).sum()
+    if lam != 0.0:
+        loss = loss + lam * main_nll
+    if grad is not None:
+        grad.masked_fill_(padm, 0.0)
+    return torch.stack([loss, poe_nll, main_nll, main_eos_nll, degen_nll]), grad
+
+
+class _LfdObjective(torch.autograd.Function):
+    """The LFD sums; the gradient w.r.t. the main logits is computed in the forward."""
+
+    @staticmethod
+    def forward(ctx, z, zd, t, beta, lam, eps, pad, eos, main_eos):
+        rows = max(1, CHUNK_ELEMENTS // max(1, z.size(-1)))
+        want_grad = ctx.needs_input_grad[0]
+        acc = torch.promote_types(z.dtype, torch.float32)
+        grad = torch.empty(z.shape, dtype=acc, device=z.device) if want_grad else None
+        sums = torch.zeros(5, dtype=acc, device=z.device)
+        for start in range(0, z.size(0), rows):
+            stop = min(start + rows, z.size(0))
+            part, g = _chunk(
+                z[start:stop], None if zd is None else zd[start:stop], t[start:stop],
+                beta, lam, eps, pad, eos, main_eos, want_grad,
+            )  # fmt: skip
+            sums += part
+            if g is not None:
+                grad[start:stop] = g
+        ctx.save_for_backward(grad)
+        ctx.z_dtype = z.dtype
+        stats = sums[1:]
+        ctx.mark_non_differentiable(stats)
+        return sums[0].clone(), stats
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_stats):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
+
+
+def _main_model_only(z, zd, target, lam, eps, pad, eos) -> LfdLoss:
+    """beta = 0: the product is the main model itself, so the objective is fairseq's
+    label-smoothed cross-entropy plus lambda times the NLL (plain autograd)."""
+    target = target.view(-1, 1)
+    padm = target.eq(pad)
+    lprobs = torch.log_softmax(z, dim=-1, dtype=torch.float32)
+    gold = lprobs.gather(-1, target)
+    nll = (-gold).masked_fill(padm, 0.0).sum()
+    loss = nll
+    if eps > 0.0:
+        eps_i = eps / (lprobs.size(-1) - 1)
+        smooth = (-lprobs.sum(-1, keepdim=True)).masked_fill(padm, 0.0).sum()
+        loss = (1.0 - eps - eps_i) * nll + eps_i * smooth
+    if lam != 0.0:
+        loss = loss + lam * nll
+    with torch.no_grad():
+        eos_nll = (-gold).masked_fill(target.ne(eos), 0.0).sum() if eos is not None else nll.new_zeros(())
+        degen_nll = None
+        if zd is not None:
+            d = zd.float()
+            degen_nll = (d.logsumexp(-1, keepdim=True) - d.gather(-1, target)).masked_fill(padm, 0.0).sum()
+    return LfdLoss(loss, nll.detach(), nll.detach(), eos_nll, degen_nll)
 
 
 def lfd_loss(
@@ -64,62 +236,21 @@ def lfd_loss(
     model, never differentiated; may be None when ``beta`` is 0. ``target``: (N,).
     With ``epsilon`` > 0 the PoE term is label smoothed as fairseq's
     ``label_smoothed_nll_loss`` does (``eps_i = eps / (V - 1)``). ``eos_index`` is
-    needed for ``main_eos`` and for the ``main_eos_nll`` diagnostic.
+    needed for ``main_eos`` and for the ``main_eos_nll`` diagnostic. Only ``loss``
+    carries a gradient (to ``main_logits``).
     """
     if main_eos and eos_index is None:
         raise ValueError("main_eos needs eos_index")
     if beta != 0.0 and degen_logits is None:
         raise ValueError("beta != 0 needs the degenerative model's logits")
-    target = target.view(-1, 1)
-    pad = target.eq(ignore_index)
-    vocab = main_logits.size(-1)
-    # The main model's log-softmax enters the objective through lambda, main_eos or
-    # beta = 0; otherwise it is only logged and is not kept for backward.
-    needed = mle_weight != 0.0 or main_eos or beta == 0.0
-    with torch.set_grad_enabled(needed and torch.is_grad_enabled()):
-        main_lprobs = torch.log_softmax(main_logits, dim=-1, dtype=torch.float32)
-    main_gold = main_lprobs.gather(-1, target)
-    main_nll = (-main_gold).masked_fill(pad, 0.0).sum()
-    if eos_index is not None:
-        main_eos_nll = (-main_gold).masked_fill(target.ne(eos_index), 0.0).sum()
-    else:
-        main_eos_nll = main_nll.new_zeros(())
-
-    degen_nll = None
-    if degen_logits is not None:
-        # One fp32 (N, V) buffer: the degenerative scores, then (in place) the product's.
-        scores = degen_logits.detach().to(torch.float32, copy=True)
-        with torch.no_grad():
-            degen_gold = scores.gather(-1, target) - scores.logsumexp(-1, keepdim=True)
-            degen_nll = (-degen_gold).masked_fill(pad, 0.0).sum()
-    if beta != 0.0:
-        scores.mul_(beta).add_(main_logits)  # z + beta * z_degen; differentiable in z
-    else:
-        scores = main_lprobs  # the product is the main model itself
-
-    gold = scores.gather(-1, target)
-    if not main_eos:
-        lse = scores.logsumexp(-1, keepdim=True)
-        poe_gold = gold - lse
-        smooth_sum = None
-        if epsilon > 0.0:
-            smooth_sum = vocab * lse - scores.sum(-1, keepdim=True)  # -sum_v log p_poe(v)
-    else:
-        e = eos_index
-        others = logsumexp_without(scores, e)  # log sum_{u != eos} exp(score_u)
-        log_eos = main_lprobs[:, e : e + 1]  # log q_main(eos)
-        log_not_eos = logsumexp_without(main_lprobs, e)  # log(1 - q_main(eos)), stably
-        poe_gold = torch.where(target.eq(e), log_eos, gold - others + log_not_eos)
-        smooth_sum = None
-        if epsilon > 0.0:
-            rest = scores.sum(-1, keepdim=True) - scores[:, e : e + 1]
-            smooth_sum = -(log_eos + rest - (vocab - 1) * (others - log_not_eos))
-    poe_nll = (-poe_gold).masked_fill(pad, 0.0).sum()
-    loss = poe_nll
-    if smooth_sum is not None:
-        eps_i = epsilon / (vocab - 1)
-        smooth = smooth_sum.masked_fill(pad, 0.0).sum()
-        loss = (1.0 - epsilon - eps_i) * poe_nll + eps_i * smooth
-    if mle_weight != 0.0:
-        loss = loss + mle_weight * main_nll
-    return LfdLoss(loss, poe_nll, main_nll, main_eos_nll, degen_nll)
+    zd = None if degen_logits is None else degen_logits.detach()
+    if beta == 0.0 and not main_eos:
+        return _main_model_only(main_logits, zd, target, mle_weight, epsilon, ignore_index, eos_index)
+    loss, stats = _LfdObjective.apply(
+        main_logits, zd, target.reshape(-1), float(beta), float(mle_weight),
+        float(epsilon), ignore_index, eos_index, bool(main_eos),
+    )  # fmt: skip
+    poe_nll, main_nll, main_eos_nll, degen_nll = stats.unbind(0)
+    no_degen_nll = zd is None or (torch.is_grad_enabled() and main_logits.requires_grad)
+    return LfdLoss(loss, poe_nll.detach(), main_nll.detach(), main_eos_nll.detach(),
+                   None if no_degen_nll else degen_nll.detach())  # fmt: skip
