@@ -2,24 +2,35 @@
 """TaiLr under --fp16 at scale: MLE, TaiLr as published, TaiLr with the gamma warm-up
 and TaiLr warm-started from MLE, with equal update budgets and the same seed.
 
-Meant for a GPU machine (the defaults: transformer_iwslt_de_en, --fp16, 4000 updates
-of 8192 tokens per run). The corpus is built offline: a toy translation rule
-(reverse the sentence and rename every word) scaled up to
-a Zipfian vocabulary of 8,000 source words, 3-30 words per sentence, 100,000 training
-pairs, and 20% of the training targets replaced by random target words (the noise
-TaiLr is meant to resist); validation and test sets are clean. For every run it
-records the validation NLL per update, fairseq's "gradient overflow detected" skips,
-the last loss scale, and beam-5 test BLEU (sacrebleu) with ``divgen-score``'s
-diversity metrics; it writes ``results.md``, ``results.json`` and, if matplotlib is
+Presets:
+
+- ``--preset gpu`` (default): transformer_iwslt_de_en, --fp16, 4000 updates of 8192
+  tokens per run, a Zipfian vocabulary of 8,000 source words and 100,000 pairs;
+- ``--preset cpu``: fairseq's real fp16 training on the CPU (``--cpu --fp16
+  --fp16-no-flatten-grads``, through ``scripts/cpu_fp16_train.py``, which lets a CPU
+  run survive fairseq's overflow branch): a 2 + 2-layer transformer of width 64,
+  1,000 words, 20,000 pairs, 1,600 updates of 1,024 tokens; about an hour on 2
+  cores, since this CPU multiplies fp16 matrices some 16x slower than fp32;
+- ``--tiny``: a plumbing check in a few minutes (numbers mean nothing).
+
+The corpus is built offline: a toy translation rule (reverse the sentence and
+rename every word), 3-30 words per sentence, and 20% of the training targets
+replaced by random target words (the noise TaiLr is meant to resist); validation
+and test sets are clean. For every run it records the validation NLL per update,
+every "gradient overflow detected" skip with the update it hit, the loss-scale
+trajectory, and beam-5 test BLEU (sacrebleu) with ``divgen-score``'s diversity
+metrics; it writes ``results.md``, ``results.json`` and, if matplotlib is
 installed, ``valid_nll.png``. Stages that finished are skipped on a rerun.
 
-    python scripts/tailr_fp16_study.py --workdir tailr-fp16          # GPU
-    python scripts/tailr_fp16_study.py --tiny --cpu --workdir /tmp/s  # plumbing check
+    python scripts/tailr_fp16_study.py --workdir tailr-fp16                # GPU
+    python scripts/tailr_fp16_study.py --preset cpu --workdir tailr-fp16   # CPU, real fp16
+    python scripts/tailr_fp16_study.py --preset cpu --tiny --workdir /tmp/s  # plumbing check
 """
 import argparse
 import json
 import random
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +46,8 @@ TAILR = ["--criterion", "tailr", "--label-smoothing", "0.1",
          "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"]  # fmt: skip
 MLE = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
 TINY_ARCH = transformer(layers=1, dim=32, ffn=64, heads=2)
+CPU_ARCH = transformer(layers=2, dim=64, ffn=256, heads=4)
+CPU_FP16_TRAIN = Path(__file__).resolve().parent / "cpu_fp16_train.py"
 OVERFLOW = "gradient overflow detected"
 
 
@@ -68,31 +81,40 @@ def train(args, data, save, flags, max_update, extra=()):
     log_path = save.parent / f"{save.name}.log"
     if not (save / "done").exists():
         start = time.time()
-        run_fairseq("train", [
+        train_args = [
             data, "--task", "translation", "--user-dir", USER_DIR, *args.arch, *flags,
             "--share-all-embeddings", "--dropout", "0.3", "--optimizer", "adam",
-            "--adam-betas", "(0.9, 0.98)", "--lr", "7e-4", "--lr-scheduler", "inverse_sqrt",
+            "--adam-betas", "(0.9, 0.98)", "--lr", str(args.lr), "--lr-scheduler", "inverse_sqrt",
             "--warmup-updates", str(args.lr_warmup), "--max-tokens", str(args.max_tokens),
             "--max-update", str(max_update), "--seed", str(args.seed), "--save-dir", save,
             "--validate-interval-updates", str(args.valid_every), "--no-epoch-checkpoints",
             "--log-format", "json", "--log-interval", str(args.log_every), "--no-progress-bar",
-            *(["--cpu"] if args.cpu else ["--fp16"]), *extra,
-        ], log_path=log_path, echo=args.verbose)  # fmt: skip
+            "--num-workers", "0", "--data-buffer-size", "0", *args.precision, *extra,
+        ]  # fmt: skip
+        if args.preset == "cpu":
+            # fairseq-train itself, in a process where its overflow branch works on a CPU
+            cmd = [sys.executable, str(CPU_FP16_TRAIN), *[str(a) for a in train_args]]
+            with open(log_path, "w") as log:
+                subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+        else:
+            run_fairseq("train", train_args, log_path=log_path, echo=args.verbose)
         (save / "done").write_text(f"{time.time() - start:.0f}\n")
     return log_path.read_text(), float((save / "done").read_text())
 
 
-def summarize(log: str, offset: int) -> dict:
-    """Validation NLL per update (shifted by ``offset`` updates of a warm start),
-    overflow skips and the last loss scale."""
-    valid = [(int(r["valid_num_updates"]) + offset, float(r["valid_nll_loss"])) for r in records(log, "valid")]
-    inner = records(log, "train_inner")
-    return {
-        "valid_nll": valid,
-        "overflow_skips": log.count(OVERFLOW),
-        "final_loss_scale": float(inner[-1]["loss_scale"]) if inner and "loss_scale" in inner[-1] else None,
-        "final_train_nll": float(inner[-1]["nll_loss"]) if inner else None,
-    }
+def overflows(log: str) -> list:
+    """(update being attempted, loss scale after it) for every gradient overflow.
+
+    fairseq does not count a skipped step, so an overflow hits update u + 1 when the
+    last logged update was u (the study logs every update)."""
+    last, out = 0, []
+    for line in log.splitlines():
+        if "| train_inner | " in line:
+            last = int(json.loads(line.split("| train_inner | ", 1)[1])["num_updates"])
+        elif OVERFLOW in line:
+            scale = re.search(r"setting loss scale to: ([0-9.e+-]+)", line)
+            out.append((last + 1, float(scale.group(1)) if scale else None))
+    return out
 
 
 def generate(args, data, ckpt, out_path) -> dict:
@@ -101,7 +123,7 @@ def generate(args, data, ckpt, out_path) -> dict:
         run_fairseq("generate", [
             data, "--path", ckpt, "--user-dir", USER_DIR, "--beam", "5", "--gen-subset", "test",
             "--max-tokens", "8000", "--required-batch-size-multiple", "1",
-            *(["--cpu"] if args.cpu else ["--fp16"]),
+            *args.generate_flags,
         ], log_path=out_path)  # fmt: skip
     hyps, refs = read_generate_output(out_path)
     return score_texts(hyps, refs, tokenize="none")
@@ -130,15 +152,21 @@ def plot(results: dict, path: Path) -> str:
 
 def table(results: dict) -> str:
     """The results as a markdown table."""
-    lines = ["| run | final valid NLL | best valid NLL | overflow skips | final loss scale "
-             "| BLEU | distinct-2 | seq-rep-4 | wall min |", "|---" * 9 + "|"]  # fmt: skip
+    lines = ["| run | final valid NLL | best valid NLL | overflow skips (at updates) "
+             "| final loss scale | BLEU | distinct-2 | seq-rep-4 | wall min |", "|---" * 9 + "|"]  # fmt: skip
     for name, r in results.items():
         nll = [v for _, v in r["valid_nll"]]
         scale = "-" if r["final_loss_scale"] is None else f"{r['final_loss_scale']:g}"
+        at = ", ".join(str(u) for u, _ in r["overflows"][:12]) + (", ..." if len(r["overflows"]) > 12 else "")
         lines.append(
-            f"| {name} | {nll[-1]:.3f} | {min(nll):.3f} | {r['overflow_skips']} | {scale} "
+            f"| {name} | {nll[-1]:.3f} | {min(nll):.3f} | {r['overflow_skips']}"
+            f"{f' ({at})' if at else ''} | {scale} "
             f"| {r['bleu']:.2f} | {r['distinct_2']:.3f} | {r['seq_rep_4']:.3f} | {r['wall_s'] / 60:.1f} |"
         )
+    lines.append("")
+    lines.append("Loss scale (update: scale), where it changed:")
+    for name, r in results.items():
+        lines.append(f"- {name}: " + ", ".join(f"{u}: {sc:g}" for u, sc in r["loss_scale_changes"]))
     return "\n".join(lines)
 
 
@@ -153,16 +181,26 @@ def parse_args(argv=None):
                    help="--density-ratio-warmup-updates of the warm-up run")
     p.add_argument("--train-size", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cpu", action="store_true", help="train on the CPU, in fp32 (fairseq's "
-                   "fp16 optimizer needs CUDA)")
+    p.add_argument("--preset", choices=["gpu", "cpu"], default="gpu",
+                   help="gpu: --fp16 on CUDA at IWSLT scale; cpu: fairseq's fp16 on the CPU, small")
     p.add_argument("--tiny", action="store_true", help="a few minutes on a CPU: checks the plumbing only")
     p.add_argument("--verbose", action="store_true", help="stream fairseq's output")
     args = p.parse_args(argv)
+    given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     args.arch, args.vocab, args.sizes = ["--arch", "transformer_iwslt_de_en"], 8000, (args.train_size, 2000, 2000)
-    args.max_tokens, args.lr_warmup, args.valid_every, args.log_every = 8192, 1000, 250, 50
+    args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = 8192, 1000, 250, 50, 7e-4
+    args.precision, args.generate_flags = ["--fp16"], ["--fp16"]
+    if args.preset == "cpu":
+        args.arch, args.vocab = CPU_ARCH, 1000
+        args.sizes = (20_000 if "train_size" not in given else args.train_size, 500, 500)
+        args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = 1024, 200, 200, 1, 1e-3
+        args.precision, args.generate_flags = ["--cpu", "--fp16", "--fp16-no-flatten-grads"], ["--cpu"]
+        for name, value in (("updates", 1600), ("mle_updates", 400), ("gamma_warmup", 400)):
+            if name not in given:
+                setattr(args, name, value)
     if args.tiny:
         args.arch, args.vocab, args.sizes = TINY_ARCH, 60, (2000, 100, 100)
-        args.max_tokens, args.lr_warmup, args.valid_every, args.log_every = 1024, 10, 10, 5
+        args.max_tokens, args.lr_warmup, args.valid_every, args.log_every = 1024, 10, 10, 1
         args.updates, args.mle_updates, args.gamma_warmup = 40, 20, 20
     if not 0 < args.mle_updates < args.updates:
         p.error("--mle-updates must be between 0 and --updates")

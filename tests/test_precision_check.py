@@ -1,4 +1,4 @@
-"""scripts/gpu_precision_check.py: its corpus and its reading of fairseq's logs.
+"""scripts/precision_check.py: its corpus and its reading of fairseq's logs.
 
 The script itself needs a GPU (and its --dry-run takes about a minute of CPU, too
 long for CI); these checks cover what it builds and how it reads fairseq-train's
@@ -9,8 +9,8 @@ and the overflow messages of fairseq/trainer.py and fairseq/optim/amp_optimizer.
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_precision_check.py"
-spec = importlib.util.spec_from_file_location("gpu_precision_check", SCRIPT)
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "precision_check.py"
+spec = importlib.util.spec_from_file_location("precision_check", SCRIPT)
 check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(check)
 
