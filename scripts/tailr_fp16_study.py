@@ -117,6 +117,23 @@ def overflows(log: str) -> list:
     return out
 
 
+def summarize(log: str, offset: int) -> dict:
+    """Validation NLL per update (shifted by ``offset`` updates of a warm start),
+    overflow skips (with their updates), the loss-scale trajectory, the last loss scale."""
+    valid = [(int(r["valid_num_updates"]) + offset, float(r["valid_nll_loss"])) for r in records(log, "valid")]
+    inner = records(log, "train_inner")
+    scales = [(int(r["num_updates"]) + offset, float(r["loss_scale"])) for r in inner if "loss_scale" in r]
+    changes = [p for i, p in enumerate(scales) if i == 0 or p[1] != scales[i - 1][1]]
+    return {
+        "valid_nll": valid,
+        "overflows": [(u + offset, sc) for u, sc in overflows(log)],
+        "loss_scale_changes": changes,
+        "overflow_skips": log.count(OVERFLOW),
+        "final_loss_scale": float(inner[-1]["loss_scale"]) if inner and "loss_scale" in inner[-1] else None,
+        "final_train_nll": float(inner[-1]["nll_loss"]) if inner else None,
+    }
+
+
 def generate(args, data, ckpt, out_path) -> dict:
     """Beam-5 translation of the test set; sacrebleu BLEU and divgen-score metrics."""
     if not out_path.exists():
