@@ -18,6 +18,8 @@ from fairseq.tasks import TASK_REGISTRY
 for name in ("tailr", "truncated_ce", "lfd_poe", "unlikelihood", "mixce", "loss_truncation",
              "error_norm_truncation"):
     assert name in CRITERION_REGISTRY, name
+for name in ("translation_lfd", "language_modeling_lfd"):
+    assert name in TASK_REGISTRY, name
 print("registered")
 """
 
@@ -64,3 +66,49 @@ def test_import_does_not_reconfigure_logging():
         "print('unchanged')\n"
     )
     assert "unchanged" in out
+
+
+def test_import_before_fairseq_registers_when_fairseq_is_imported():
+    # import fairseq_divgen first, fairseq afterwards (no --user-dir): still registered,
+    # and torch's safe loader knows fairseq's checkpoint types.
+    out = _python(
+        "import sys, fairseq_divgen\n"
+        "assert 'fairseq' not in sys.modules and 'torch' not in sys.modules\n"
+        "import fairseq, argparse, torch\n"
+        "assert argparse.Namespace in torch.serialization.get_safe_globals()\n"
+        + CHECK_REGISTERED
+    )
+    assert "registered" in out
+
+
+def test_user_dir_alone_registers_everything():
+    out = _python(
+        "import argparse\n"
+        "from fairseq import utils\n"
+        f"utils.import_user_module(argparse.Namespace(user_dir={str(ROOT / 'fairseq_divgen')!r}))\n"
+        + CHECK_REGISTERED,
+        cwd="/",
+    )
+    assert "registered" in out
+
+
+def test_scoring_imports_neither_torch_nor_fairseq():
+    out = _python(
+        "import sys\n"
+        "import fairseq_divgen.scoring, fairseq_divgen.scoring.cli\n"
+        "heavy = [m for m in ('torch', 'fairseq', 'numpy') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    assert "heavy: []" in out
+
+
+def test_divgen_score_help_import_time_budget():
+    # -X importtime: the cumulative import time of the CLI module, in microseconds.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fairseq_divgen.scoring.cli"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(l for l in result.stderr.splitlines() if l.rstrip().endswith("fairseq_divgen.scoring.cli"))
+    cumulative_us = int(line.split("|")[1])
+    assert cumulative_us < 300_000, line  # well under a second (torch alone takes seconds)

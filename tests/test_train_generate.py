@@ -1,4 +1,7 @@
-"""tailr and truncated_ce through real fairseq-train, fairseq-generate and fairseq-eval-lm."""
+"""tailr and truncated_ce through real fairseq-train, fairseq-generate and fairseq-eval-lm.
+
+(--sentence-avg, --ignore-prefix-size and --report-accuracy are checked against
+independent computations inside fairseq's Trainer in test_criteria_in_trainer.py.)"""
 import re
 import subprocess
 import sys
@@ -103,30 +106,17 @@ def test_truncated_ce_warmup_then_truncation(translation_data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "criterion",
-    [TAILR_AUTHORS_IWSLT14, ["--criterion", "truncated_ce", "--truncation-ratio", "0.3"]],
+    "criterion,bound",
+    [(TAILR_AUTHORS_IWSLT14, 14.0),
+     # from scratch truncated_ce is worse than uniform on all tokens (it learns only
+     # the easiest); with a warm-up of cross-entropy it is a language model first
+     (["--criterion", "truncated_ce", "--truncation-ratio", "0.5", "--truncation-warmup-updates", "24"], 16.0)],
     ids=["tailr", "truncated_ce"],
-)
-def test_sentence_avg_ignore_prefix_accuracy(translation_data, tmp_path, criterion):
-    out = _train(
-        translation_data / "bin", tmp_path,
-        criterion + ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"],
-        max_update=6,
-    )
-    inner = tiny.json_logs(out, "train_inner")
-    assert len(inner) == 6 and all("accuracy" in r for r in inner)
-    assert "valid_accuracy" in tiny.json_logs(out, "valid")[-1]
-
-
-@pytest.mark.parametrize(
-    "criterion",
-    [TAILR_AUTHORS_IWSLT14, ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"]],
-    ids=["tailr", "truncated_ce"],
-)
-def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion):
-    out = _train(lm_data / "bin", tmp_path, criterion, max_update=15,
+)  # fmt: skip
+def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion, bound):
+    out = _train(lm_data / "bin", tmp_path, criterion, max_update=30,
                  task="language_modeling", arch=tiny.TINY_LM)
-    assert len(tiny.json_logs(out, "train_inner")) == 15
+    assert len(tiny.json_logs(out, "train_inner")) == 30
     ev = run_fairseq("eval-lm", [
         lm_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
         "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
@@ -134,7 +124,9 @@ def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion):
         "--required-batch-size-multiple", "1",
     ]).stdout  # fmt: skip
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
-    assert ppl < 40.0 and ppl > 1.0  # 27-symbol vocabulary: better than uniform after training
+    print("eval-lm perplexity", ppl)
+    # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).
+    assert 1.0 < ppl < bound
 
 
 def test_divgen_score_reads_real_generate_output(tailr_run, translation_data, tmp_path, capsys):
