@@ -45,3 +45,18 @@ def test_bad_flag_stops_training_before_data_loading(translation_data, tmp_path,
     assert message in result.stdout
     assert "loaded" not in result.stdout  # no dataset was read
     assert precious.read_bytes() == b"an earlier run's checkpoint"
+
+
+def test_help_texts_say_the_defaults_and_the_smoothing_conventions():
+    from dataclasses import fields
+
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
+
+    def helps(name):
+        return {f.name: f.metadata.get("help", "") for f in fields(CRITERION_DATACLASS_REGISTRY[name])}
+
+    tailr, lfd = helps("tailr"), helps("lfd_poe")
+    assert "most aggressive" in tailr["density_ratio_threshold"] and "0.1" in tailr["density_ratio_threshold"]
+    assert "0.3" in tailr["density_min_weight"]
+    assert "eps / V" in tailr["label_smoothing"] and "eps / (V - 1)" in tailr["label_smoothing"]
+    assert "eps / (V - 1)" in lfd["label_smoothing"]

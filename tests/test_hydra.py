@@ -66,6 +66,16 @@ def test_config_lists_every_key_of_the_plugin_dataclasses(config):
         assert own <= set(cfg[group]), f"{config}.yaml: {group} lacks {own - set(cfg[group])}"
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_has_a_finite_budget_and_a_meaningful_best_checkpoint(config):
+    cfg = OmegaConf.load(CONFIG_DIR / f"{config}.yaml")
+    opt = cfg.optimization
+    assert opt.get("max_update", 0) > 0 or opt.get("max_epoch", 0) > 0  # else it never stops
+    # tailr's and lfd_poe's `loss` is their objective; nll_loss compares with MLE
+    wanted = "loss" if config == "lfd_degenerative" else "nll_loss"
+    assert cfg.checkpoint.best_checkpoint_metric == wanted
+
+
 def test_tailr_config_trains(translation_data, tmp_path):
     out = _hydra_train("tailr", tmp_path, [f"task.data={translation_data / 'bin'}",
                                            "criterion.density_min_weight=0.2"])  # fmt: skip

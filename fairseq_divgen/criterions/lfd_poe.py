@@ -27,6 +27,14 @@ LN2 = 0.6931471805599453
 
 @dataclass
 class LfdPoeConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "eps in [0, 1], applied to the product of experts in fairseq's "
+            "convention (eps / (V - 1) per other symbol, as label_smoothed_cross_entropy; "
+            "note tailr's eps / V)"
+        },
+    )
     degenerative_scale: float = field(
         default=1.0,
         metadata={"help": "beta >= 0: weight of the degenerative model's log-probs in the product of experts"},
