@@ -191,7 +191,9 @@ class _LfdObjective(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
+        # In place: the stored gradient is used once (fairseq never retains the graph),
+        # so backward needs no second (N, V) tensor in fp32.
+        return grad.mul_(grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
 
 
 def _main_model_only(z, zd, target, lam, eps, pad, eos) -> LfdLoss:
