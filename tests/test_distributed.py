@@ -151,9 +151,13 @@ def test_loss_truncation_resume_rebuilds_the_history_by_the_hot_start(runs, setu
     assert [int(r["num_updates"]) for r in part] == list(range(N + 1, 2 * N + 1))
     kept_full = [float(r["lt_kept_ratio"]) for r in full]
     kept_part = [float(r["lt_kept_ratio"]) for r in part]
-    assert kept_full[:2] == [1, 1] and max(kept_full[2:]) < 1  # hot start, then truncation
-    assert kept_part[:2] == [1, 1] and max(kept_part[2:]) < 1  # the same, from the resume
+    # Hot start (no cutoff, every sequence kept), then truncation with a cutoff. One
+    # update may keep all its sequences when the losses fall below a cutoff computed
+    # earlier, so "truncation drops something" is asserted over all truncating updates.
+    assert kept_full[:2] == [1, 1] and kept_part[:2] == [1, 1]
+    assert [r.get("lt_cutoff") is None for r in full] == [True, True] + [False] * (2 * N - 2)
     assert [r.get("lt_cutoff") is None for r in part] == [True, True, False, False]
+    assert min(kept_full[2:] + kept_part[2:]) < 1
 
 
 def _main_model_parameters(checkpoint, data):
