@@ -107,6 +107,8 @@ class Study:
             "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 50,
             "--no-progress-bar", "--num-workers", 0, "--data-buffer-size", 0,
             "--validate-interval-updates", a.max_update // 4,
+            # four checkpoints per run: the diagnostics over training, the warm starts
+            "--save-interval-updates", max(1, max_update // 4), "--keep-interval-updates", 4,
         ]  # fmt: skip
 
     def train(self, name: str, flags: List, max_update: int, warmup: int, extra=()) -> Path:
@@ -256,8 +258,7 @@ def main(argv=None) -> int:
     n, half = args.max_update, args.max_update // 2
     groups = set(args.systems.split(","))
     systems = {}  # name -> checkpoint folder
-    interval = ["--save-interval-updates", half, "--keep-interval-updates", 1]
-    systems["mle"] = study.train("mle", MLE, n, args.warmup, interval)
+    systems["mle"] = study.train("mle", MLE, n, args.warmup)
     if "tailr" in groups:
         systems["tailr"] = study.train("tailr", TAILR, n, args.warmup)
     if "warm" in groups:
@@ -297,11 +298,29 @@ def main(argv=None) -> int:
     print(f"references: mean length {ref_len:.2f} words")
     table = markdown_table(rows)
     print(table)
+    over_training = markdown_table(trajectories(study.data, systems))
+    print(over_training)
     (study.work / "results.md").write_text(
-        f"references: {len(refs)} test pairs, mean length {ref_len:.2f} words\n\n{table}\n"
+        f"references: {len(refs)} test pairs, mean length {ref_len:.2f} words\n\n{table}\n\n"
+        f"The main model alone over training (teacher-forced on the validation set, base 2; "
+        f"`eos_rank`: symbols ranked above EOS at gold EOS positions):\n\n{over_training}\n"
     )
     (study.work / "results.json").write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def trajectories(data: Path, systems: Dict[str, Path]) -> Dict[str, Dict[str, float]]:
+    """``eos_diagnostics`` of every interval checkpoint of every system, in update order
+    (cached next to the checkpoint)."""
+    out = {}
+    for name, save in systems.items():
+        ckpts = sorted(save.glob("checkpoint_*_*.pt"), key=lambda c: int(c.stem.rsplit("_", 1)[1]))
+        for ckpt in ckpts:
+            cache = ckpt.with_suffix(".diag.json")
+            if not cache.exists():
+                cache.write_text(json.dumps(eos_diagnostics(data, ckpt)))
+            out[f"{name} @ {ckpt.stem.rsplit('_', 1)[1]}"] = json.loads(cache.read_text())
+    return out
 
 
 if __name__ == "__main__":

@@ -118,4 +118,6 @@ def test_unlikelihood_language_model_trains_and_evaluates(lm_data, tmp_path):
         "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
     ]).stdout  # fmt: skip
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
-    assert 1.0 < ppl < 40.0  # 27-symbol vocabulary: better than uniform after training
+    print("eval-lm perplexity", ppl)
+    # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).
+    assert 1.0 < ppl < 24.0

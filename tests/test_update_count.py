@@ -5,6 +5,11 @@ Reference: during update u (fairseq logs num_updates = u after it) the trainer h
 completed u - 1 updates, so tailr's gamma in force is gamma * min(u - 1, N) / N
 (--density-ratio-warmup-updates N) and truncated_ce keeps every token while
 u - 1 < N (--truncation-warmup-updates N). fairseq's counter is the num_updates it logs.
+
+Of fairseq's four reset flags only two decide what a reader of the count can see:
+``--reset-optimizer`` restarts the trainer's count at 0 and ``--reset-meters`` drops the
+checkpoint's meters (which hold the old count). The cases cover all four combinations
+of those two, and the dataloader and learning-rate-scheduler resets alone and with them.
 """
 import shutil
 
@@ -25,6 +30,9 @@ RESETS = {
     "reset-meters": ["--reset-meters"],
     "reset-lr-scheduler": ["--reset-lr-scheduler"],
     "reset-optimizer-and-meters": ["--reset-optimizer", "--reset-meters"],
+    # the case that fooled an earlier reader: the optimizer (and its count) restarts
+    # while the checkpoint's meters, with the old count, are restored
+    "reset-optimizer-and-dataloader": ["--reset-optimizer", "--reset-dataloader"],
     "reset-everything": ["--reset-optimizer", "--reset-dataloader", "--reset-meters",
                          "--reset-lr-scheduler"],
 }  # fmt: skip
@@ -69,7 +77,8 @@ def test_gamma_warmup_follows_fairseq_counter_after_resume(case, translation_dat
         assert float(r["tailr_gamma"]) == pytest.approx(_expected_gamma(int(r["num_updates"])), abs=1e-6), r
 
 
-@pytest.mark.parametrize("case", ["resume", "reset-optimizer", "reset-meters"])
+@pytest.mark.parametrize("case", ["resume", "reset-optimizer", "reset-meters",
+                                  "reset-optimizer-and-meters", "reset-optimizer-and-dataloader"])
 def test_truncation_warmup_follows_fairseq_counter_after_resume(case, translation_data, four_updates, tmp_path):
     save = _copy(four_updates, "trunc", tmp_path)
     inner = _train(translation_data / "bin", save, TRUNC, 9, RESETS[case])
