@@ -104,7 +104,8 @@ def fused_truncated_nll_loss(h, weight, bias, target, ratio, ignore_index=-100, 
 
     ``num_tokens``: the host's count of non-pad targets, or None (then counted on the
     device, and ``max_tokens``, a host upper bound of it, limits the gradient pass).
-    With ``ratio`` 1 one pass; else a pass without gradient ranks the NLLs and the
+    With ``ratio`` 1 one pass, and ``nll_loss`` is ``loss`` (with its gradient); else a
+    pass without gradient ranks the NLLs (``nll_loss`` has no gradient) and the
     gradient pass (when one is needed) runs over the kept rows.
     """
     target = target.reshape(-1)
@@ -112,7 +113,7 @@ def fused_truncated_nll_loss(h, weight, bias, target, ratio, ignore_index=-100, 
     if ratio_fraction(ratio) >= 1:  # every token is kept: no ranking pass
         out = _run(h, weight, bias, LabelSmoothedChunk(target, 0.0, ignore_index, accuracy=accuracy), rows)
         kept = (~pad).sum() if num_tokens is None else num_tokens
-        return (out["loss"], out["nll"], kept), out.get("n_correct")
+        return (out["loss"], out["loss"], kept), out.get("n_correct")  # both the full NLL
     nll = h.new_zeros(target.shape, dtype=accumulator_dtype(h.dtype))
     with torch.no_grad():
         first = _run(h, weight, bias, LabelSmoothedChunk(target, 0.0, ignore_index, None, nll, accuracy), rows)
