@@ -172,6 +172,27 @@ def test_half_inputs_keep_fp32_gradients_until_the_loss_scale():
     assert torch.mm(coef.half(), w.detach()).abs().max() == 0  # what half precision would give
 
 
+def test_under_autocast_the_logits_take_the_autocast_dtype():
+    # fairseq's --amp runs the unfused output layer under autocast (half-precision logits);
+    # the fused path projects in the same dtype, and its gradients stay in the leaves' fp32.
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(B * T, D, generator=g).requires_grad_(True)
+    w = torch.randn(V, D, generator=g).requires_grad_(True)
+    seen = []
+
+    def spy(z, rows, want_grad):
+        seen.append(z)
+        return torch.stack([z.sum()]), torch.ones_like(z)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_output_loss(h, w, None, spy, ("loss",), rows=ROWS)
+        ref = torch.nn.functional.linear(h, w)
+    assert ref.dtype == torch.bfloat16 and seen[0].dtype == torch.float32
+    torch.testing.assert_close(torch.cat(seen), ref.float(), rtol=0, atol=0)
+    out["loss"].backward()
+    assert h.grad.dtype == w.grad.dtype == torch.float32
+
+
 # -- each criterion's closed form ----------------------------------------------------
 
 

@@ -151,8 +151,9 @@ class LossTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriteri
             net_output = model(**sample["net_input"])
             lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
             out = loss_truncation_loss(
-                lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx, truncate=training
-            )
+                lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx,
+                truncate=training,
+            )  # fmt: skip
         if training:
             self.history.add(self._all_workers(out.sequence_nll))
         ntokens = sample["ntokens"]

@@ -41,8 +41,8 @@ class MixceConfig(FairseqDataclass):
 class MixceCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """sum_t (eta + (1 - eta) p_t) * NLL_t, with p_t = q_t(y_t) detached."""
 
-    def __init__(self, task, sentence_avg, mixing_ratio=0.5, ignore_prefix_size=0, report_accuracy=False,
-                 fused_output=False):  # fmt: skip
+    def __init__(self, task, sentence_avg, mixing_ratio=0.5, ignore_prefix_size=0,
+                 report_accuracy=False, fused_output=False):  # fmt: skip
         check_range("--mixing-ratio", mixing_ratio, 0.0, 1.0)
         super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy)
         self.eta = mixing_ratio

@@ -45,8 +45,8 @@ class UnlikelihoodConfig(FairseqDataclass):
 class UnlikelihoodCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """NLL + alpha * sum over earlier target tokens c of -log(1 - q(c))."""
 
-    def __init__(self, task, sentence_avg, rank_alpha=1.0, ignore_prefix_size=0, report_accuracy=False,
-                 fused_output=False):  # fmt: skip
+    def __init__(self, task, sentence_avg, rank_alpha=1.0, ignore_prefix_size=0,
+                 report_accuracy=False, fused_output=False):  # fmt: skip
         check_non_negative("--rank-alpha", rank_alpha)
         super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy)
         self.alpha = rank_alpha

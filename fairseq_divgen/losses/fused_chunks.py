@@ -68,7 +68,8 @@ def label_smoothed(z, t, lse, q, nll, keep, eps, want_grad):
     if want_grad:
         k = keep.to(z.dtype)
         wt = 1.0 - eps - eps_i
-        grad = closed_form_grad(q, t, k * (wt + vocab * eps_i), k * wt, k * eps_i if eps > 0.0 else None)
+        const = k * eps_i if eps > 0.0 else None
+        grad = closed_form_grad(q, t, k * (wt + vocab * eps_i), k * wt, const)
     return loss, grad
 
 
@@ -182,7 +183,8 @@ class ErrorNormChunk(ChunkObjective):
         norms = (sq - 2.0 * torch.exp(-nll) + 1.0).clamp_(min=0.0, max=2.0).sqrt_()
         norms.masked_fill_(~real, 0.0)
         keep = real if self.threshold is None else real & norms.le(self.threshold)
-        loss, grad = label_smoothed(z, t, lse, q, nll, keep if self.truncate else real, self.eps, want_grad)
+        used = keep if self.truncate else real
+        loss, grad = label_smoothed(z, t, lse, q, nll, used, self.eps, want_grad)
         return torch.stack([loss, nll.sum(), keep.sum().to(z.dtype), norms.sum()]), grad
 
 
@@ -205,9 +207,11 @@ class SequenceTruncationChunk(ChunkObjective):
         self.seq_nll[rows.start // length : rows.stop // length] = seq_nll
         keep_seq = seq_nll.le(self.cutoff) | (tokens == 0)
         keep = keep_seq.unsqueeze(1).expand(-1, length).reshape(-1, 1) & real
-        loss, grad = label_smoothed(z, t, lse, q, nll, keep if self.truncate else real, self.eps, want_grad)
+        used = keep if self.truncate else real
+        loss, grad = label_smoothed(z, t, lse, q, nll, used, self.eps, want_grad)
         kept_tokens = tokens.masked_fill(~keep_seq, 0).sum()
-        return torch.stack([loss, nll.sum(), keep_seq.sum().to(z.dtype), kept_tokens.to(z.dtype)]), grad
+        sums = [loss, nll.sum(), keep_seq.sum().to(z.dtype), kept_tokens.to(z.dtype)]
+        return torch.stack(sums), grad
 
 
 class UnlikelihoodChunk(ChunkObjective):

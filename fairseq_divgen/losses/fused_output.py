@@ -3,10 +3,10 @@
 No criterion needs the (N, V) logits ``z = h W^T + b`` at once: each one reduces them
 row by row to a few sums, and its gradient with respect to a row of logits has a
 closed form. So the projection and the loss run together over chunks of rows, and
-only one chunk's logits (about ``CHUNK_ELEMENTS`` numbers) exist at a time, the
-approach of fused linear cross-entropy kernels (liger-kernel, Apple's
-cut-cross-entropy), here in plain PyTorch and for any objective given as a per-chunk
-callback (:class:`ChunkObjective`, ``fused_losses.py``).
+only one chunk's logits (about ``CHUNK_ELEMENTS`` numbers) exist at a time: the
+approach of fused linear cross-entropy kernels (liger-kernel; Wijmans et al., "Cut
+Your Losses in Large-Vocabulary Language Models", arXiv 2411.09009), here in plain
+PyTorch and for any objective given as a per-chunk callback (``fused_chunks.py``).
 
 Per chunk ``c`` of rows: ``z_c = h_c W^T + b`` in the input dtype, upcast to fp32
 (fp64 for fp64 inputs); the callback returns the chunk's loss sums and ``dL/dz_c``;
@@ -44,6 +44,17 @@ def chunk_rows(vocab: int, multiple: int = 1) -> int:
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32, or fp64 for fp64 inputs: the dtype of the logits the callbacks see."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast gives a linear layer on ``device_type`` now; None outside autocast."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except TypeError:  # torch < 2.4: CUDA autocast only
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+    return None
 
 
 def project(h: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -150,6 +161,9 @@ def fused_output_loss(
     if not torch.is_grad_enabled():
         h, weight = h.detach(), weight.detach()
         bias = None if bias is None else bias.detach()
+    cast = autocast_dtype(h.device.type)
+    if cast is not None:  # as autocast would run the unfused output layer (--amp)
+        h = h.to(cast)
     rows = rows or chunk_rows(weight.size(0))
     loss, stats = _FusedOutputLoss.apply(h, weight, bias, objective, rows, len(names))
     return {"loss": loss, **dict(zip(names[1:], stats.unbind(0)))}
