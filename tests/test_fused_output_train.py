@@ -45,6 +45,16 @@ LM = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, as the multi-process tests run: the tiny matrices gain nothing
+    from a second one, which on a busy machine mostly waits (3x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """About 10 rows per chunk (V is about 30 here): every batch spans many chunks."""
@@ -94,14 +104,15 @@ def _compare(argv, edit_model=None):
     plain = _train(argv, edit_model)
     fused = _train([*argv, "--fused-output"], edit_model)
     assert fused[3] == 0 and plain[3] > 0  # the fused path never runs the output layer
+    logged = 0.0
     for a, b in zip(plain[1] + [plain[2]], fused[1] + [fused[2]]):
         assert a.keys() == b.keys()
         for k in a:
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), k
+            logged = max(logged, abs(a[k] - b[k]) / max(abs(a[k]), 1e-6))
     diff = max((p - q).abs().max().item() for p, q in zip(plain[0], fused[0]))
-    loss = max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(plain[1], fused[1]))
-    print(f"max parameter difference {diff:.2e}, max relative loss difference {loss:.2e}",
-          [round(r["loss"], 4) for r in fused[1]])
+    print(f"max parameter difference {diff:.2e}, max relative difference of a logged value "
+          f"{logged:.2e}")
     assert diff < 1e-5
     return plain, fused
 
