@@ -9,6 +9,7 @@ call of fairseq's overflow branch made harmless in that process (see its docstri
 the first test shows what an unmodified fairseq-train does at an overflow.
 """
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,10 @@ BASELINES = {
 def train_fp16(args, check=True):
     """fairseq-train through the CPU fp16 wrapper; returns its combined output."""
     cmd = [sys.executable, str(WRAPPER), *[str(a) for a in args]]
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # one intra-op thread: the tiny model gains nothing from more, and on a busy machine a
+    # second thread mostly waits
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:])
     return result
