@@ -180,3 +180,15 @@ def test_adaptive_softmax_is_not_covered(lm_data, tmp_path):
             "--adaptive-softmax-cutoff", "10", "--ddp-backend", "legacy_ddp"]  # fmt: skip
     trainer, _ = tiny.build_trainer(argv)
     assert "adaptive softmax" in uncovered_reason(trainer.model)
+
+
+def test_every_criterion_has_the_flag_with_one_help_text():
+    from dataclasses import fields
+
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
+
+    names = ["tailr", "truncated_ce", "lfd_poe", "unlikelihood", "loss_truncation", "mixce",
+             "error_norm_truncation"]  # fmt: skip
+    flags = [{f.name: f for f in fields(CRITERION_DATACLASS_REGISTRY[n])}["fused_output"] for n in names]
+    assert all(f.default is False for f in flags)
+    assert len({f.metadata["help"] for f in flags}) == 1
