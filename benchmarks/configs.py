@@ -51,6 +51,20 @@ ROWS = {
     "tailr_naive_reference (benchmark only)": ("tailr_naive_reference", TAILR_IWSLT14, None),
 }
 
+
+def fused_row(name: str) -> str:
+    """The row name of ``name`` with --fused-output: "tailr (fused)",
+    "lfd_poe (equal-size degenerative, fused)"."""
+    return f"{name[:-1]}, fused)" if name.endswith(")") else f"{name} (fused)"
+
+
+# Every criterion of the plugin again with --fused-output (projection and loss chunk by chunk).
+ROWS.update({
+    fused_row(name): (criterion, flags + ["--fused-output"], size)
+    for name, (criterion, flags, size) in list(ROWS.items())
+    if criterion not in ("cross_entropy", BASELINE, "tailr_naive_reference")
+})  # fmt: skip
+
 OPTIMIZER = [
     "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0005",
     "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",

@@ -21,16 +21,21 @@ This object is the only place that knows how that model lives:
 """
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from fairseq import checkpoint_utils, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import open_dict
 
+from .losses.fused_output import Projection, chunk_rows
+from .output_layer import output_projection, uncovered_reason
+
 logger = logging.getLogger(__name__)
 
 FLAG = "--degenerative-checkpoint"
+# (features, output weight, output bias) of the frozen model
+Features = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
 
 
 class DegenerativeModelError(ValueError):
@@ -82,6 +87,7 @@ class DegenerativeModel:
         self.model = None
         self._state = None  # what check() read and loading needs (weights, config)
         self._checked_dtype = None  # reduced precision whose outputs were checked finite
+        self._warned_unfused = False
 
     @property
     def loaded(self) -> bool:
@@ -248,15 +254,47 @@ class DegenerativeModel:
         self._place_like(main_model)
         with torch.no_grad():
             logits = self.model(**sample["net_input"])[0]
-        if logits.dtype in (torch.float16, torch.bfloat16) and self._checked_dtype != logits.dtype:
-            # Once per precision (one host sync): weights that were fine in fp32 can
-            # give inf in half precision, which no loss scale can fix.
-            if not torch.isfinite(logits).all():
-                raise self._error(
-                    f"its outputs are not finite in {logits.dtype} (--fp16 / "
-                    "--memory-efficient-fp16 halve the degenerative model with the main "
-                    "model); its logits exceed the half-precision range. Train stage 2 in "
-                    "fp32 or use a degenerative model trained under --fp16."
-                )
-            self._checked_dtype = logits.dtype
+        if self._unchecked(logits.dtype) and not torch.isfinite(logits).all():
+            raise self._not_finite(logits.dtype)
         return logits
+
+    def features(self, main_model, sample) -> Optional[Features]:
+        """``(features (B, T, d), weight, bias)``: the degenerative model on ``sample``
+        without its output layer, for the fused loss path (``--fused-output``), which
+        projects a chunk of tokens at a time; None (after one warning) when that path
+        does not cover its model, whose :meth:`logits` serve then."""
+        if self.model is None:
+            self.load()
+        reason = uncovered_reason(self.model)
+        if reason is not None:
+            if not self._warned_unfused:
+                self._warned_unfused = True
+                logger.warning(f"--fused-output: {FLAG} {self.path}: its full logits are computed "
+                               f"({type(self.model).__name__}: {reason})")  # fmt: skip
+            return None
+        self._place_like(main_model)
+        with torch.no_grad():
+            h = self.model(**sample["net_input"], features_only=True)[0]
+        proj = output_projection(self.model)
+        if self._unchecked(h.dtype):
+            flat = Projection(h.reshape(-1, h.size(-1)), proj.weight, proj.bias)
+            if not flat.all_finite(chunk_rows(proj.weight.size(0))):
+                raise self._not_finite(h.dtype)
+        return h, proj.weight, proj.bias
+
+    def _unchecked(self, dtype) -> bool:
+        """Whether outputs in ``dtype`` still need the finiteness check: once per
+        reduced precision (one host sync), since weights that were fine in fp32 can
+        give inf in half precision, which no loss scale can fix."""
+        if dtype not in (torch.float16, torch.bfloat16) or self._checked_dtype == dtype:
+            return False
+        self._checked_dtype = dtype
+        return True
+
+    def _not_finite(self, dtype) -> DegenerativeModelError:
+        return self._error(
+            f"its outputs are not finite in {dtype} (--fp16 / "
+            "--memory-efficient-fp16 halve the degenerative model with the main "
+            "model); its logits exceed the half-precision range. Train stage 2 in "
+            "fp32 or use a degenerative model trained under --fp16."
+        )

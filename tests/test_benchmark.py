@@ -26,4 +26,6 @@ def test_tiny_cpu_benchmark_reports_every_criterion(tmp_path):
     assert (tmp_path / "work" / "degenerative-quarter.pt").is_file()
     table = out.with_name("bench.md").read_text()
     for name in ("tailr", "unlikelihood", "loss_truncation", "mixce", "error_norm_truncation"):
-        assert f"| {name} |" in table
+        assert f"| {name} |" in table and f"| {name} (fused) |" in table
+    fused = rows["lfd_poe (quarter-size degenerative, fused)"]
+    assert "--fused-output" in fused["flags"] and fused["degenerative_params"] == quarter

@@ -9,7 +9,9 @@ with gloo:
   loss_truncation is the exception: fairseq checkpoints do not keep its loss
   history, which a resumed run rebuilds by the stated hot start, tested below);
 - the checkpoints hold no criterion state and an optimizer over exactly the main
-  model's parameters.
+  model's parameters;
+- all of it also with --fused-output for the four criterions (the resume checks with
+  two workers, and tailr's too).
 
 Why the two setups see the same batches: fairseq shuffles the epoch's batches
 with the seed, then gives rank r the batches r, r + W, r + 2W, ...; with one
@@ -53,6 +55,16 @@ CRITERIA = {
     "loss_truncation": ["--criterion", "loss_truncation", "--dropc", "0.5", "--min-count",
                         str(LT_MIN_COUNT), "--recompute", "100", "--label-smoothing", "0.1"],
 }  # fmt: skip
+# The same with the fused output path (--fused-output): the criterion's sums and gradients
+# come chunk by chunk from the decoder features; distributed training, --update-freq and
+# resume must not notice.
+FUSED = " (fused)"
+CRITERIA.update({name + FUSED: [*flags, "--fused-output"] for name, flags in list(CRITERIA.items())})
+FALLBACK = "computes the unfused loss"  # the warning of a model the fused path does not cover
+
+
+def _base(case):
+    return case[: -len(FUSED)] if case.endswith(FUSED) else case
 
 
 class Runs:
@@ -63,7 +75,7 @@ class Runs:
 
     def args(self, case, save, max_update, update_freq=1):
         task, flags = "translation", CRITERIA[case]
-        if case == "lfd_poe":
+        if _base(case) == "lfd_poe":
             task, flags = "translation_lfd", [*flags, "--degenerative-checkpoint", self.degenerative()]
         return [self.data, "--task", task, *tiny.TINY_TRANSFORMER,
                 *tiny.common_train_args(save, max_update), *EXACT_BATCHES,
@@ -114,10 +126,15 @@ def test_two_workers_equal_one_worker_with_update_freq_2(runs, case):
           f"max train loss difference {workers.max_loss_diff(one['train_inner'], two['train_inner']):.3g}")
     assert diff <= TOL
     assert one == two  # every logged value (loss, nll_loss, the criterion's own, gnorm, lr ...)
+    assert FALLBACK not in one_out + two_out
 
 
-@pytest.mark.parametrize("setup", ["one", "two"])
-@pytest.mark.parametrize("case", ["truncated_ce", "lfd_poe"])
+RESUMED = [(case, setup) for case in ("truncated_ce", "lfd_poe") for setup in ("one", "two")] + [
+    (case + FUSED, "two") for case in ("tailr", "truncated_ce", "lfd_poe")
+]
+
+
+@pytest.mark.parametrize("case,setup", RESUMED)
 def test_resume_equals_uninterrupted(runs, case, setup):
     full_dir, full_out = runs.get(case, setup)
     part_dir, part_out = runs.get(case, setup + "-resumed")
@@ -131,21 +148,22 @@ def test_resume_equals_uninterrupted(runs, case, setup):
     assert diff <= TOL
     assert part["train_inner"] == full["train_inner"][N:]
     assert part["valid"] == full["valid"]  # both validate at the epoch's end and at 2N
-    if case == "truncated_ce":  # plain CE (loss == nll_loss) up to WARMUP, then truncated
+    if _base(case) == "truncated_ce":  # plain CE (loss == nll_loss) up to WARMUP, then truncated
         warm = [r["loss"] == r["nll_loss"] for r in part["train_inner"]]
         assert warm == [N + i <= WARMUP for i in range(1, N + 1)]
-    if case == "lfd_poe":
+    if _base(case) == "lfd_poe":
         assert part_out.count(LOADED) == 1
 
 
-@pytest.mark.parametrize("setup", ["one", "two"])
-def test_loss_truncation_resume_rebuilds_the_history_by_the_hot_start(runs, setup):
+@pytest.mark.parametrize("case,setup", [("loss_truncation", "one"), ("loss_truncation", "two"),
+                                        ("loss_truncation" + FUSED, "two")])
+def test_loss_truncation_resume_rebuilds_the_history_by_the_hot_start(runs, case, setup):
     """The history is not in the checkpoint: after the resume at update N, the next
     --min-count (100) sequence losses (updates N+1 and N+2, 50 sequences each) train as
     plain MLE, a warning says so, then truncation resumes, exactly as the run began.
     The uninterrupted run truncates throughout, which the resumed run cannot match."""
-    _, full_out = runs.get("loss_truncation", setup)
-    _, part_out = runs.get("loss_truncation", setup + "-resumed")
+    _, full_out = runs.get(case, setup)
+    _, part_out = runs.get(case, setup + "-resumed")
     full, part = _logs(full_out)["train_inner"], _logs(part_out)["train_inner"]
     assert LT_REBUILT in part_out and LT_REBUILT not in full_out
     assert [int(r["num_updates"]) for r in part] == list(range(N + 1, 2 * N + 1))

@@ -2,12 +2,14 @@
 
 fairseq's FP16Optimizer (``--fp16 --fp16-no-flatten-grads``) and
 MemoryEfficientFP16Optimizer (``--memory-efficient-fp16``) run on a CPU: the model
-is halved, the loss scale is dynamic. The runs go through
+is halved, the loss scale is dynamic. tailr and lfd_poe also run with
+``--fused-output``. The runs go through
 ``scripts/cpu_fp16_train.py``, fairseq-train's own entry point with the one CUDA
 call of fairseq's overflow branch made harmless in that process (see its docstring);
 the first test shows what an unmodified fairseq-train does at an overflow.
 """
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,11 @@ CRITERIA = {
     "lfd_poe": ("translation_lfd", ["--criterion", "lfd_poe", *LS, "--mle-weight", "1"],
                 ("poe_loss", "eos_nll")),
 }  # fmt: skip
+# The fused output path (--fused-output) keeps its gradients in fp32 until fairseq's loss
+# scale is applied, then casts them to the half-precision parameters.
+for _name in ("tailr", "lfd_poe"):
+    _task, _flags, _fields = CRITERIA[_name]
+    CRITERIA[_name + " (fused)"] = (_task, [*_flags, "--fused-output"], _fields)
 BASELINES = {
     "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "1"], ("ul_penalty",)),
     "mixce": (["--criterion", "mixce", "--mixing-ratio", "0.5"], ("mixce_weight",)),
@@ -47,7 +54,10 @@ BASELINES = {
 def train_fp16(args, check=True):
     """fairseq-train through the CPU fp16 wrapper; returns its combined output."""
     cmd = [sys.executable, str(WRAPPER), *[str(a) for a in args]]
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # one intra-op thread: the tiny model gains nothing from more, and on a busy machine a
+    # second thread mostly waits
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:])
     return result
@@ -104,6 +114,7 @@ def test_criterion_trains_under_cpu_fp16(name, mode, translation_data, fp16_dege
     save = tmp_path / "save"
     out = train_fp16(_args(translation_data / "bin", save, task, tiny.TINY_TRANSFORMER, flags, mode)).stdout
     _check_finite_and_logged(out, fields)
+    assert "computes the unfused loss" not in out  # a fused run took the fused path
     if mode == "fp16" and name in ("tailr", "lfd_poe"):
         gen = run_fairseq("generate", [
             translation_data / "bin", "--task", "translation", "--path", save / "checkpoint_last.pt",
@@ -138,8 +149,9 @@ def test_lfd_language_model_under_cpu_fp16_then_eval_lm(mode, lm_data, tmp_path)
     assert "Perplexity" in ev
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
 def test_degenerative_model_not_finite_in_half_precision_is_a_clear_error(
-    translation_data, fp16_degenerative, tmp_path
+    translation_data, fp16_degenerative, tmp_path, fused
 ):
     # Weights that are fine in fp32 and overflow in fp16 (|w| > 65504).
     ckpt = checkpoint_utils.load_checkpoint_to_cpu(str(fp16_degenerative))
@@ -147,7 +159,7 @@ def test_degenerative_model_not_finite_in_half_precision_is_a_clear_error(
     ckpt["model"] = {k: v.float() * (1e5 if any(b in k for b in big) else 1) for k, v in ckpt["model"].items()}
     bad = tmp_path / "huge.pt"
     torch.save(ckpt, bad)
-    flags = [*CRITERIA["lfd_poe"][1], "--degenerative-checkpoint", bad]
+    flags = [*CRITERIA["lfd_poe"][1], "--degenerative-checkpoint", bad, *(["--fused-output"] if fused else [])]
     result = train_fp16(_args(translation_data / "bin", tmp_path / "s", "translation_lfd",
                               tiny.TINY_TRANSFORMER, flags, "fp16"), check=False)  # fmt: skip
     assert result.returncode != 0

@@ -115,9 +115,10 @@ def hypotheses(output: str):
     return out
 
 
-def build_trainer(argv):
+def build_trainer(argv, edit_model=None):
     """Task, model, criterion and ``fairseq.trainer.Trainer`` built in this process
-    from a fairseq-train command line, as fairseq-train builds them."""
+    from a fairseq-train command line, as fairseq-train builds them (``edit_model``,
+    if given, may change the model before the trainer takes it)."""
     import numpy as np
     from fairseq import options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -131,5 +132,7 @@ def build_trainer(argv):
     utils.set_torch_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
+    if edit_model is not None:
+        edit_model(model)
     criterion = task.build_criterion(cfg.criterion)
     return Trainer(cfg, task, model, criterion), task

@@ -21,10 +21,11 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from ..losses import error_norm_truncated_loss
+from ..losses import error_norm_truncated_loss, fused_error_norm_truncated_loss
 from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 SQRT2 = math.sqrt(2.0)
 
@@ -45,10 +46,11 @@ class ErrorNormTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
             "authors' task; truncation afterwards"
         },
     )
+    fused_output: bool = fused_output_field()
 
 
 @register_criterion("error_norm_truncation", dataclass=ErrorNormTruncationConfig)
-class ErrorNormTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
+class ErrorNormTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """Label-smoothed cross-entropy over the tokens whose error norm is at most the threshold."""
 
     def __init__(
@@ -60,6 +62,7 @@ class ErrorNormTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
         start_prune_iteration=0,
         ignore_prefix_size=0,
         report_accuracy=False,
+        fused_output=False,
     ):
         if token_prune_threshold is None:
             raise ValueError(
@@ -73,15 +76,25 @@ class ErrorNormTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.threshold = token_prune_threshold
         self.start_iteration = start_prune_iteration
+        self.fused_output = fused_output
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
-        net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         truncating = model.training and trainer_num_updates() > self.start_iteration
-        out = error_norm_truncated_loss(
-            lprobs, target, self.threshold, self.eps, self.padding_idx, truncate=truncating
-        )
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            out, n_correct = fused_error_norm_truncated_loss(
+                *fused.projection, fused.target, self.threshold, self.eps, self.padding_idx,
+                truncate=truncating, accuracy=self.report_accuracy,
+            )  # fmt: skip
+            target, counted = fused.target, (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+            out = error_norm_truncated_loss(
+                lprobs, target, self.threshold, self.eps, self.padding_idx, truncate=truncating
+            )
         ntokens = sample["ntokens"]
         nsentences = sample["target"].size(0)
         sample_size = nsentences if self.sentence_avg else ntokens
@@ -98,7 +111,7 @@ class ErrorNormTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
             "ent_truncating": count if truncating else 0,
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return out.loss, sample_size, logging_output
 
     @classmethod

@@ -18,9 +18,10 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from ..losses import lfd_loss
+from ..losses import Projection, fused_lfd_loss, lfd_loss
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 LN2 = 0.6931471805599453
 
@@ -52,12 +53,12 @@ class LfdPoeConfig(LabelSmoothedCrossEntropyCriterionConfig):
             "p(eos) is the main model's own, the other symbols share the rest as a product"
         },
     )
+    fused_output: bool = fused_output_field()
 
 
 @register_criterion("lfd_poe", dataclass=LfdPoeConfig)
-class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
+class LfdPoeCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """-log softmax(z_main + beta * log q_degen)[y] + lambda * NLL_main."""
-
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         poe_exclude_eos=False,
         ignore_prefix_size=0,
         report_accuracy=False,
+        fused_output=False,
     ):
         check_non_negative("--degenerative-scale", degenerative_scale)
         check_non_negative("--mle-weight", mle_weight)
@@ -89,6 +91,7 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
         self.mle_weight = mle_weight
         self.exclude_eos = poe_exclude_eos
         self.eos_idx = task.target_dictionary.eos()
+        self.fused_output = fused_output
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
@@ -97,7 +100,41 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
                 "--criterion lfd_poe needs full-vocabulary logits, but the model has an "
                 "adaptive softmax (--adaptive-softmax-cutoff): train it without one."
             )
-        net_output = model(**sample["net_input"])
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            target = fused.target.reshape(-1)
+            out, n_correct = fused_lfd_loss(
+                *fused.projection, self._fused_degenerative(model, sample), target, self.beta,
+                self.mle_weight, self.eps, self.padding_idx, self.eos_idx, self.exclude_eos,
+                self.report_accuracy,
+            )  # fmt: skip
+            counted = (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            out, target = self._unfused_loss(model, sample, net_output)
+        loss = out.loss
+        ntokens = sample["ntokens"]
+        nsentences = sample["target"].size(0)
+        sample_size = nsentences if self.sentence_avg else ntokens
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": out.main_nll.data,
+            "poe_loss": out.poe_nll.data,
+            "eos_nll_sum": out.main_eos_nll.data,
+            "eos_count": target.eq(self.eos_idx).sum().data,
+            "ntokens": ntokens,
+            "nsentences": nsentences,
+            "sample_size": sample_size,
+        }
+        if out.degen_nll is not None:
+            logging_output["degen_nll_loss"] = out.degen_nll.data
+        if self.report_accuracy:
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
+        return loss, sample_size, logging_output
+
+    def _unfused_loss(self, model, sample, net_output):
+        """``(lfd_loss result, flat target)`` from the main model's full logits."""
         logits = net_output[0]
         degen_logits = None
         if self.beta != 0.0:
@@ -116,25 +153,20 @@ class LfdPoeCriterion(LabelSmoothedCrossEntropyCriterion):
             target, self.beta, self.mle_weight, self.eps, self.padding_idx,
             self.eos_idx, self.exclude_eos,
         )  # fmt: skip
-        loss = out.loss
-        ntokens = sample["ntokens"]
-        nsentences = sample["target"].size(0)
-        sample_size = nsentences if self.sentence_avg else ntokens
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": out.main_nll.data,
-            "poe_loss": out.poe_nll.data,
-            "eos_nll_sum": out.main_eos_nll.data,
-            "eos_count": target.eq(self.eos_idx).sum().data,
-            "ntokens": ntokens,
-            "nsentences": nsentences,
-            "sample_size": sample_size,
-        }
-        if out.degen_nll is not None:
-            logging_output["degen_nll_loss"] = out.degen_nll.data
-        if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
-        return loss, sample_size, logging_output
+        return out, target
+
+    def _fused_degenerative(self, model, sample):
+        """The degenerative model's rows for the fused loss: a :class:`Projection` of its
+        features (its full logits if the fused path does not cover it; None for beta = 0)."""
+        if self.beta == 0.0:
+            return None
+        p = self.ignore_prefix_size
+        features = self.task.degenerative.features(model, sample)
+        if features is None:
+            logits = self.task.degenerative.logits(model, sample)[:, p:]
+            return logits.reshape(-1, logits.size(-1))
+        h, weight, bias = features
+        return Projection(h[:, p:].reshape(-1, h.size(-1)), weight, bias)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

@@ -36,10 +36,11 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..losses import LossHistory, loss_truncation_loss
+from ..losses import LossHistory, fused_loss_truncation_loss, loss_truncation_loss
 from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 logger = logging.getLogger(__name__)
 LN2 = 0.6931471805599453
@@ -61,13 +62,14 @@ class LossTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "the quantile is taken over the last N sequence losses and recomputed "
                   "every N new ones (N >= 1)"},
     )  # fmt: skip
+    fused_output: bool = fused_output_field()
     # The largest batch a worker can hold, which fixes the size of the all-gather.
     max_sentences: Optional[int] = II("dataset.batch_size")
     max_tokens: Optional[int] = II("dataset.max_tokens")
 
 
 @register_criterion("loss_truncation", dataclass=LossTruncationConfig)
-class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
+class LossTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """Label-smoothed cross-entropy over the sequences at or below a loss quantile."""
 
     def __init__(
@@ -82,6 +84,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
         report_accuracy=False,
         max_sentences=None,
         max_tokens=None,
+        fused_output=False,
     ):
         check_range("--dropc", dropc, 0.0, 1.0, high_open=True)
         if not (isinstance(min_count, int) and min_count >= 0):
@@ -94,6 +97,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
         bounds = [b for b in (max_sentences, max_tokens) if b]
         self.max_sentences = min(bounds) if bounds else None  # every sentence has >= 1 token
         self._checked_resume = False
+        self.fused_output = fused_output
 
     def _check_resume(self, num_updates: int) -> None:
         if self._checked_resume:
@@ -127,18 +131,29 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
     # -- fairseq ------------------------------------------------------------------
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
-        net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         nsentences = sample["target"].size(0)
         training = model.training
+        device = sample["target"].device
         if training:
             step = trainer_num_updates()
             self._check_resume(step)
-            self.history.to(lprobs.device).begin(step)
-        cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=lprobs.device)
-        out = loss_truncation_loss(
-            lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx, truncate=training
-        )
+            self.history.to(device).begin(step)
+        cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            out, n_correct = fused_loss_truncation_loss(
+                *fused.projection, fused.target, cutoff, self.eps, self.padding_idx,
+                truncate=training, accuracy=self.report_accuracy,
+            )  # fmt: skip
+            counted = (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+            out = loss_truncation_loss(
+                lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx,
+                truncate=training,
+            )  # fmt: skip
         if training:
             self.history.add(self._all_workers(out.sequence_nll))
         ntokens = sample["ntokens"]
@@ -157,7 +172,7 @@ class LossTruncationCriterion(LabelSmoothedCrossEntropyCriterion):
             "lt_cutoff_sum": torch.where(active, cutoff, 0.0) * nsentences,
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return out.loss, sample_size, logging_output
 
     @classmethod

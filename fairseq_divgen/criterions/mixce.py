@@ -16,9 +16,10 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..losses import mixce_loss
+from ..losses import fused_mixce_loss, mixce_loss
 from .accuracy import add_accuracy
 from .checks import check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 
 @dataclass
@@ -32,23 +33,34 @@ class MixceConfig(FairseqDataclass):
     )
     report_accuracy: bool = field(default=False, metadata={"help": "report accuracy metric"})
     ignore_prefix_size: int = field(default=0, metadata={"help": "Ignore first N tokens"})
+    fused_output: bool = fused_output_field()
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
 @register_criterion("mixce", dataclass=MixceConfig)
-class MixceCriterion(LabelSmoothedCrossEntropyCriterion):
+class MixceCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """sum_t (eta + (1 - eta) p_t) * NLL_t, with p_t = q_t(y_t) detached."""
 
-    def __init__(self, task, sentence_avg, mixing_ratio=0.5, ignore_prefix_size=0, report_accuracy=False):
+    def __init__(self, task, sentence_avg, mixing_ratio=0.5, ignore_prefix_size=0,
+                 report_accuracy=False, fused_output=False):  # fmt: skip
         check_range("--mixing-ratio", mixing_ratio, 0.0, 1.0)
         super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy)
         self.eta = mixing_ratio
+        self.fused_output = fused_output
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
-        net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-        loss, nll_loss, weight_sum = mixce_loss(lprobs, target, self.eta, self.padding_idx)
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            (loss, nll_loss, weight_sum), n_correct = fused_mixce_loss(
+                *fused.projection, fused.target, self.eta, self.padding_idx, self.report_accuracy
+            )
+            target, counted = fused.target, (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+            loss, nll_loss, weight_sum = mixce_loss(lprobs, target, self.eta, self.padding_idx)
         ntokens = sample["ntokens"]
         nsentences = sample["target"].size(0)
         sample_size = nsentences if self.sentence_avg else ntokens
@@ -63,7 +75,7 @@ class MixceCriterion(LabelSmoothedCrossEntropyCriterion):
             "mixce_weight_count": count,
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return loss, sample_size, logging_output
 
     @classmethod

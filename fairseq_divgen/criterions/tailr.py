@@ -13,10 +13,11 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from ..losses import scheduled_gamma, tailr_loss
+from ..losses import fused_tailr_loss, scheduled_gamma, tailr_loss
 from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 
 @dataclass
@@ -54,10 +55,11 @@ class TailrConfig(LabelSmoothedCrossEntropyCriterionConfig):
             "--density-ratio-threshold over the first N updates; 0 uses gamma from the start"
         },
     )
+    fused_output: bool = fused_output_field()
 
 
 @register_criterion("tailr", dataclass=TailrConfig)
-class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
+class TailrCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """MLE with each gold token weighted by p / (gamma + (1 - gamma) p)."""
 
     loss_function = staticmethod(tailr_loss)  # the benchmark swaps in a naive reference
@@ -72,6 +74,7 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
         density_ratio_warmup_updates=0,
         ignore_prefix_size=0,
         report_accuracy=False,
+        fused_output=False,
     ):
         check_range("--density-ratio-threshold", density_ratio_threshold, 0.0, 1.0)
         check_range("--density-min-weight", density_min_weight, 0.0, 1.0)
@@ -83,6 +86,7 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
         self.gamma = density_ratio_threshold
         self.min_weight = density_min_weight
         self.warmup_updates = density_ratio_warmup_updates
+        self.fused_output = fused_output
 
     def current_gamma(self, training: bool) -> float:
         """gamma in force: in training, the warm-up ramp at the trainer's update count;
@@ -94,12 +98,21 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch."""
-        net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         gamma = self.current_gamma(model.training)
-        loss, nll_loss, weight_sum = self.loss_function(
-            lprobs, target, gamma, self.min_weight, self.eps, self.padding_idx
-        )
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            (loss, nll_loss, weight_sum), n_correct = fused_tailr_loss(
+                *fused.projection, fused.target, gamma, self.min_weight, self.eps, self.padding_idx,
+                self.report_accuracy,
+            )  # fmt: skip
+            target, counted = fused.target, (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+            loss, nll_loss, weight_sum = self.loss_function(
+                lprobs, target, gamma, self.min_weight, self.eps, self.padding_idx
+            )
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
         # Tokens the weights were averaged over (ntokens less any ignored prefix).
@@ -115,7 +128,7 @@ class TailrCriterion(LabelSmoothedCrossEntropyCriterion):
             "tailr_gamma_sum": gamma * count,  # summable across workers
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return loss, sample_size, logging_output
 
     @classmethod

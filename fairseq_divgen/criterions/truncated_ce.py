@@ -16,10 +16,11 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..losses import truncated_nll_loss
+from ..losses import fused_truncated_nll_loss, truncated_nll_loss
 from ..update_count import trainer_num_updates
 from .accuracy import add_accuracy
 from .checks import check_non_negative, check_range
+from .fused import FusedOutputMixin, fused_output_field
 
 LN2 = 0.6931471805599453
 
@@ -43,11 +44,12 @@ class TruncatedCEConfig(FairseqDataclass):
     ignore_prefix_size: int = field(
         default=0, metadata={"help": "Ignore first N tokens"}
     )
+    fused_output: bool = fused_output_field()
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
 @register_criterion("truncated_ce", dataclass=TruncatedCEConfig)
-class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
+class TruncatedCrossEntropyCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """Cross-entropy over the easiest ``truncation_ratio`` of each batch's tokens."""
 
     def __init__(
@@ -58,12 +60,14 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         truncation_warmup_updates=0,
         ignore_prefix_size=0,
         report_accuracy=False,
+        fused_output=False,
     ):
         check_range("--truncation-ratio", truncation_ratio, 0.0, 1.0, low_open=True)
         check_non_negative("--truncation-warmup-updates", truncation_warmup_updates)
         super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy)
         self.truncation_ratio = truncation_ratio
         self.warmup_updates = truncation_warmup_updates
+        self.fused_output = fused_output
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch.
@@ -75,8 +79,6 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         one quantity before and after the warm-up. ``nll_loss`` is always the
         full-batch NLL; ``trunc_loss`` the truncated loss.
         """
-        net_output = model(**sample["net_input"])
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         ntokens = sample["ntokens"]
         nsentences = sample["target"].size(0)
         # The host knows the non-pad count unless a prefix was cut off.
@@ -85,9 +87,21 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         # warming up. Validation always reports the truncated loss.
         warming_up = model.training and trainer_num_updates() < self.warmup_updates
         ratio = 1.0 if warming_up else self.truncation_ratio
-        trunc_loss, nll_loss, kept = truncated_nll_loss(
-            lprobs, target, ratio, self.padding_idx, count
-        )
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            # ntokens also bounds the count after a prefix: the gradient pass's size
+            (trunc_loss, nll_loss, kept), n_correct = fused_truncated_nll_loss(
+                *fused.projection, fused.target, ratio, self.padding_idx, count,
+                max_tokens=ntokens, accuracy=self.report_accuracy,
+            )  # fmt: skip
+            counted = (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+            trunc_loss, nll_loss, kept = truncated_nll_loss(
+                lprobs, target, ratio, self.padding_idx, count
+            )
         if warming_up:
             loss, size = nll_loss, ntokens
         else:
@@ -103,7 +117,7 @@ class TruncatedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             "sample_size": sample_size.data if torch.is_tensor(sample_size) else sample_size,
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return loss, sample_size, logging_output
 
     @classmethod

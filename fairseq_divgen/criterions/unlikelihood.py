@@ -18,9 +18,10 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..losses import unlikelihood_loss
+from ..losses import fused_unlikelihood_loss, unlikelihood_loss
 from .accuracy import add_accuracy
 from .checks import check_non_negative
+from .fused import FusedOutputMixin, fused_output_field
 
 LN2 = 0.6931471805599453
 
@@ -36,17 +37,20 @@ class UnlikelihoodConfig(FairseqDataclass):
     )
     report_accuracy: bool = field(default=False, metadata={"help": "report accuracy metric"})
     ignore_prefix_size: int = field(default=0, metadata={"help": "Ignore first N tokens"})
+    fused_output: bool = fused_output_field()
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
 @register_criterion("unlikelihood", dataclass=UnlikelihoodConfig)
-class UnlikelihoodCriterion(LabelSmoothedCrossEntropyCriterion):
+class UnlikelihoodCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     """NLL + alpha * sum over earlier target tokens c of -log(1 - q(c))."""
 
-    def __init__(self, task, sentence_avg, rank_alpha=1.0, ignore_prefix_size=0, report_accuracy=False):
+    def __init__(self, task, sentence_avg, rank_alpha=1.0, ignore_prefix_size=0,
+                 report_accuracy=False, fused_output=False):  # fmt: skip
         check_non_negative("--rank-alpha", rank_alpha)
         super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy)
         self.alpha = rank_alpha
+        self.fused_output = fused_output
 
     def forward(self, model, sample, reduce=True):
         """Loss, sample size and logging outputs for one batch.
@@ -55,13 +59,21 @@ class UnlikelihoodCriterion(LabelSmoothedCrossEntropyCriterion):
         ``sample_size`` (ntokens, or nsentences with --sentence-avg). With
         --ignore-prefix-size the prefix tokens are neither scored nor candidates.
         """
-        net_output = model(**sample["net_input"])
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V
-        target = model.get_targets(sample, net_output)
-        if self.ignore_prefix_size > 0:
-            lprobs = lprobs[:, self.ignore_prefix_size :, :]
-            target = target[:, self.ignore_prefix_size :]
-        out = unlikelihood_loss(lprobs, target, self.alpha, self.padding_idx)
+        net_output = counted = None
+        fused = self.fused_inputs(model, sample)
+        if fused is not None:
+            out, n_correct = fused_unlikelihood_loss(
+                *fused.projection, fused.target, self.alpha, self.padding_idx, self.report_accuracy
+            )
+            counted = (n_correct, fused.target)
+        else:
+            net_output = model(**sample["net_input"])
+            lprobs = model.get_normalized_probs(net_output, log_probs=True)  # B x T x V
+            target = model.get_targets(sample, net_output)
+            if self.ignore_prefix_size > 0:
+                lprobs = lprobs[:, self.ignore_prefix_size :, :]
+                target = target[:, self.ignore_prefix_size :]
+            out = unlikelihood_loss(lprobs, target, self.alpha, self.padding_idx)
         ntokens = sample["ntokens"]
         nsentences = sample["target"].size(0)
         sample_size = nsentences if self.sentence_avg else ntokens
@@ -75,7 +87,7 @@ class UnlikelihoodCriterion(LabelSmoothedCrossEntropyCriterion):
             "ul_candidates": out.candidates.data,
         }
         if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output)
+            add_accuracy(self, model, net_output, sample, logging_output, counted)
         return out.loss, sample_size, logging_output
 
     @classmethod

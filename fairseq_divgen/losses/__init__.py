@@ -1,5 +1,15 @@
 """Pure-torch loss functions (no fairseq imports), one concept per module."""
 from .error_norm import ErrorNormLoss, error_norm_truncated_loss, error_norms, squared_probability_sums
+from .fused_losses import (
+    fused_error_norm_truncated_loss,
+    fused_lfd_loss,
+    fused_loss_truncation_loss,
+    fused_mixce_loss,
+    fused_tailr_loss,
+    fused_truncated_nll_loss,
+    fused_unlikelihood_loss,
+)
+from .fused_output import Projection, fused_output_loss
 from .lfd import LfdLoss, lfd_loss
 from .loss_truncation import LossHistory, LossTruncationLoss, linear_quantile, loss_truncation_loss
 from .mixce import mixce_loss
@@ -12,9 +22,18 @@ __all__ = [
     "LfdLoss",
     "LossHistory",
     "LossTruncationLoss",
+    "Projection",
     "UnlikelihoodLoss",
     "error_norm_truncated_loss",
     "error_norms",
+    "fused_error_norm_truncated_loss",
+    "fused_lfd_loss",
+    "fused_loss_truncation_loss",
+    "fused_mixce_loss",
+    "fused_output_loss",
+    "fused_tailr_loss",
+    "fused_truncated_nll_loss",
+    "fused_unlikelihood_loss",
     "keep_mask_lowest",
     "lfd_loss",
     "linear_quantile",

@@ -26,12 +26,13 @@ def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> floa
 def tailr_weights(gold_lprobs: Tensor, gamma: float, min_weight: float) -> Tensor:
     """Per-token weight ``clamp(p / (gamma + (1 - gamma) p), min_weight, 1)`` from log p.
 
-    Computed in log space and in fp32 so that no vocabulary-sized tensor is needed
-    and nothing overflows: ``log w = log p - log(gamma + (1 - gamma) p)``. The result
-    is detached (a constant for autograd). ``gamma`` is a Python float (a schedule
-    passes the value in force).
+    Computed in log space and in fp32 (fp64 for fp64 inputs) so that no
+    vocabulary-sized tensor is needed and nothing overflows:
+    ``log w = log p - log(gamma + (1 - gamma) p)``. The result is detached (a constant
+    for autograd). ``gamma`` is a Python float (a schedule passes the value in force).
     """
-    lp = gold_lprobs.detach().float()
+    lp = gold_lprobs.detach()
+    lp = lp.to(torch.promote_types(lp.dtype, torch.float32))
     if gamma == 0.0:
         return torch.ones_like(lp)
     if gamma == 1.0:

@@ -34,16 +34,45 @@ def keep_mask_lowest(
     already knows it, otherwise it is counted on the device. Ties are broken by
     position (a stable sort), so the choice is deterministic.
     """
-    flat = values.detach().reshape(-1)
     pad = pad_mask.reshape(-1)
     if ratio_fraction(ratio) >= 1:
         return ~pad
     k = num_kept((~pad).sum() if num_tokens is None else num_tokens, ratio)
-    ranked = flat.float().masked_fill(pad, float("inf"))
-    order = torch.sort(ranked, stable=True).indices
+    order = _rank_order(values, pad)
     rank = torch.empty_like(order)
     rank.scatter_(0, order, torch.arange(order.numel(), device=order.device))
     return (rank < k) & ~pad
+
+
+def _rank_order(values: Tensor, pad: Tensor) -> Tensor:
+    """Positions of ``values`` from the smallest, pads last, ties by position."""
+    ranked = values.detach().reshape(-1).float().masked_fill(pad.reshape(-1), float("inf"))
+    return torch.sort(ranked, stable=True).indices
+
+
+def lowest_rows(
+    values: Tensor,
+    pad_mask: Tensor,
+    ratio: float,
+    num_tokens: Optional[int] = None,
+    max_tokens: Optional[int] = None,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """The positions :func:`keep_mask_lowest` keeps, as indices of a size the host knows.
+
+    With ``num_tokens`` (the host's count of non-pad entries) these are exactly the
+    kept positions and the mask is None. Otherwise the count is taken on the device
+    (no host sync): the indices are the first ``ceil(ratio * max_tokens)`` positions in
+    rank order (``max_tokens``, a host upper bound of the count, defaults to every
+    entry) and the mask says which of them are kept.
+    """
+    pad = pad_mask.reshape(-1)
+    order = _rank_order(values, pad)
+    size = order.numel()
+    if num_tokens is not None:
+        return order[: min(num_kept(num_tokens, ratio), size)], None
+    bound = num_kept(size if max_tokens is None else min(max_tokens, size), ratio)
+    k = num_kept((~pad).sum(), ratio)
+    return order[: min(bound, size)], torch.arange(min(bound, size), device=order.device) < k
 
 
 def truncated_nll_loss(
