@@ -260,17 +260,17 @@ class DegenerativeModel:
 
     def features(self, main_model, sample) -> Optional[Features]:
         """``(features (B, T, d), weight, bias)``: the degenerative model on ``sample``
-        without its output layer, for the fused loss path (``--fused-output``), which
-        projects a chunk of tokens at a time; None (after one warning) when that path
-        does not cover its model, whose :meth:`logits` serve then."""
+        without its output layer, for ``lfd_poe``'s loss, which projects a chunk of
+        tokens at a time; None (after one warning) when its model has no plain output
+        projection, whose :meth:`logits` serve then."""
         if self.model is None:
             self.load()
         reason = uncovered_reason(self.model)
         if reason is not None:
             if not self._warned_unfused:
                 self._warned_unfused = True
-                logger.warning(f"--fused-output: {FLAG} {self.path}: its full logits are computed "
-                               f"({type(self.model).__name__}: {reason})")  # fmt: skip
+                logger.warning(f"{FLAG} {self.path}: its full (tokens, vocabulary) logits are "
+                               f"computed at once ({type(self.model).__name__}: {reason})")  # fmt: skip
             return None
         self._place_like(main_model)
         with torch.no_grad():

@@ -128,4 +128,11 @@ def test_lfd_poe(translation_data, degenerative, tmp_path, main_eos):
     assert log["eos_nll_sum"].item() == pytest.approx(nll_main[at_eos].sum().item(), rel=1e-5)
     gold_d = torch.log_softmax(zd, -1).gather(-1, t[:, None])
     assert log["degen_nll_loss"].item() == pytest.approx(-gold_d.sum().item(), rel=1e-5)  # validation
+    # the degenerative model's (N, V) logits never exist: its features are projected a
+    # chunk of rows at a time inside the loss, not by its output layer
+    calls = []
+    task.degenerative.model.decoder.output_projection.register_forward_hook(lambda *a: calls.append(1))
+    trainer.model.train()
+    trainer.criterion(trainer.model, sample)[0].backward()
+    assert calls == []
     _accuracy_checks(log, z, t, size, sample)

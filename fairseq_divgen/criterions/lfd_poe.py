@@ -105,7 +105,7 @@ class LfdPoeCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
         if fused is not None:
             target = fused.target.reshape(-1)
             out, n_correct = fused_lfd_loss(
-                *fused.projection, self._fused_degenerative(model, sample), target, self.beta,
+                *fused.projection, self._degenerative_rows(model, sample), target, self.beta,
                 self.mle_weight, self.eps, self.padding_idx, self.eos_idx, self.exclude_eos,
                 self.report_accuracy,
             )  # fmt: skip
@@ -136,28 +136,24 @@ class LfdPoeCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
     def _unfused_loss(self, model, sample, net_output):
         """``(lfd_loss result, flat target)`` from the main model's full logits."""
         logits = net_output[0]
-        degen_logits = None
-        if self.beta != 0.0:
-            degen_logits = self.task.degenerative.logits(model, sample)
         target = model.get_targets(sample, net_output)
         if self.ignore_prefix_size > 0:
             p = self.ignore_prefix_size
             logits, target = logits[:, p:], target[:, p:]
-            if degen_logits is not None:
-                degen_logits = degen_logits[:, p:]
         vocab = logits.size(-1)
         target = target.reshape(-1)
         out = lfd_loss(
-            logits.reshape(-1, vocab),
-            None if degen_logits is None else degen_logits.reshape(-1, vocab),
+            logits.reshape(-1, vocab), self._degenerative_rows(model, sample),
             target, self.beta, self.mle_weight, self.eps, self.padding_idx,
             self.eos_idx, self.exclude_eos,
         )  # fmt: skip
         return out, target
 
-    def _fused_degenerative(self, model, sample):
-        """The degenerative model's rows for the fused loss: a :class:`Projection` of its
-        features (its full logits if the fused path does not cover it; None for beta = 0)."""
+    def _degenerative_rows(self, model, sample):
+        """The degenerative model's rows for the loss, fused or not: a :class:`Projection`
+        of its features, so that its (N, V) logits are made a chunk at a time and never
+        exist at once (its full logits if its model has no plain output projection;
+        None for beta = 0)."""
         if self.beta == 0.0:
             return None
         p = self.ignore_prefix_size

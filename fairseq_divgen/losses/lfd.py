@@ -38,10 +38,12 @@ Only that gradient, one (N, V) tensor, is kept for the backward pass: no
 log-softmax of either model, no product distribution, and no vocabulary-sized work
 for the degenerative model beyond its logits.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
+
+from .fused_output import Projection
 
 # Rows per chunk: about this many elements per (rows, V) temporary (16 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 22
@@ -163,6 +165,14 @@ def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
     return torch.stack([loss, poe_nll, main_nll, main_eos_nll, degen_nll]), grad
 
 
+def degen_rows(zd: Union[Tensor, Projection, None], rows: slice) -> Optional[Tensor]:
+    """The degenerative model's logits of ``rows``: a slice of its (N, V) logits, or
+    made from its features (a :class:`Projection`) only for those rows."""
+    if zd is None:
+        return None
+    return zd.logits(rows) if isinstance(zd, Projection) else zd[rows]
+
+
 class _LfdObjective(torch.autograd.Function):
     """The LFD sums; the gradient w.r.t. the main logits is computed in the forward."""
 
@@ -176,7 +186,7 @@ class _LfdObjective(torch.autograd.Function):
         for start in range(0, z.size(0), rows):
             stop = min(start + rows, z.size(0))
             part, g = _chunk(
-                z[start:stop], None if zd is None else zd[start:stop], t[start:stop],
+                z[start:stop], degen_rows(zd, slice(start, stop)), t[start:stop],
                 beta, lam, eps, pad, eos, main_eos, want_grad,
             )  # fmt: skip
             sums += part
@@ -215,14 +225,14 @@ def _main_model_only(z, zd, target, lam, eps, pad, eos) -> LfdLoss:
         eos_nll = (-gold).masked_fill(target.ne(eos), 0.0).sum() if eos is not None else nll.new_zeros(())
         degen_nll = None
         if zd is not None:
-            d = zd.float()
+            d = degen_rows(zd, slice(None)).float()
             degen_nll = (d.logsumexp(-1, keepdim=True) - d.gather(-1, target)).masked_fill(padm, 0.0).sum()
     return LfdLoss(loss, nll.detach(), nll.detach(), eos_nll, degen_nll)
 
 
 def lfd_loss(
     main_logits: Tensor,
-    degen_logits: Optional[Tensor],
+    degen_logits: Union[Tensor, Projection, None],
     target: Tensor,
     beta: float,
     mle_weight: float,
@@ -235,7 +245,9 @@ def lfd_loss(
 
     ``main_logits``: (N, V) scores of the main model (any dtype; reduced in fp32).
     ``degen_logits``: (N, V) logits (or log-probabilities) of the frozen degenerative
-    model, never differentiated; may be None when ``beta`` is 0. ``target``: (N,).
+    model, or a :class:`Projection` of its features that makes them a chunk of rows at
+    a time (so its (N, V) logits never exist); never differentiated; may be None when
+    ``beta`` is 0. ``target``: (N,).
     With ``epsilon`` > 0 the PoE term is label smoothed as fairseq's
     ``label_smoothed_nll_loss`` does (``eps_i = eps / (V - 1)``). ``eos_index`` is
     needed for ``main_eos`` and for the ``main_eos_nll`` diagnostic. Only ``loss``
@@ -245,7 +257,7 @@ def lfd_loss(
         raise ValueError("main_eos needs eos_index")
     if beta != 0.0 and degen_logits is None:
         raise ValueError("beta != 0 needs the degenerative model's logits")
-    zd = None if degen_logits is None else degen_logits.detach()
+    zd = degen_logits.detach() if isinstance(degen_logits, Tensor) else degen_logits
     if beta == 0.0 and not main_eos:
         return _main_model_only(main_logits, zd, target, mle_weight, epsilon, ignore_index, eos_index)
     loss, stats = _LfdObjective.apply(
