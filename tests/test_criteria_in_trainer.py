@@ -93,13 +93,16 @@ def degenerative(translation_data, tmp_path_factory):
     return save / "checkpoint_last.pt"
 
 
-@pytest.mark.parametrize("main_eos", [False, True])
-def test_lfd_poe(translation_data, degenerative, tmp_path, main_eos):
+@pytest.mark.parametrize("eos_in_product", [False, True])
+def test_lfd_poe(translation_data, degenerative, tmp_path, eos_in_product):
+    """By default EOS is the main model's own and the rest a product; --eos-in-product
+    puts EOS into the product too (the paper's objective)."""
+    main_eos = not eos_in_product
     beta, lam, eps = 0.7, 0.5, 0.1
     trainer, task, sample = _setup(translation_data, tmp_path, "translation_lfd", [
         "--criterion", "lfd_poe", "--degenerative-scale", str(beta), "--mle-weight", str(lam),
         "--label-smoothing", str(eps), "--degenerative-checkpoint", str(degenerative),
-        *(["--poe-exclude-eos"] if main_eos else [])])  # fmt: skip
+        *(["--eos-in-product"] if eos_in_product else [])])  # fmt: skip
     loss, size, log, z, t = _forward(trainer, sample)
     # the degenerative model, loaded independently of the plugin's loader
     (degen,), _ = checkpoint_utils.load_model_ensemble([str(degenerative)], task=task)

@@ -31,7 +31,7 @@ TRANSLATION = {
     "truncated_ce (prefix)": ["--criterion", "truncated_ce", "--truncation-ratio", "0.3",
                               "--ignore-prefix-size", "1"],
     "lfd_poe": ["--criterion", "lfd_poe", *LS, "--degenerative-scale", "0.7", "--mle-weight", "0.5"],
-    "lfd_poe (EOS outside, prefix)": ["--criterion", "lfd_poe", *LS, "--poe-exclude-eos",
+    "lfd_poe (EOS in product, prefix)": ["--criterion", "lfd_poe", *LS, "--eos-in-product",
                                       "--ignore-prefix-size", "1"],
     "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", "1.0", "--ignore-prefix-size", "1"],
     "loss_truncation": ["--criterion", "loss_truncation", *LS, "--dropc", "0.4", "--min-count", "20",

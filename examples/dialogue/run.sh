@@ -26,7 +26,7 @@ fi
 : "${MAX_EPOCH:=30}" "${MAX_UPDATE:=0}" "${LABEL_SMOOTHING:=0.1}"
 : "${TAILR_GAMMA:=0.1}" "${TAILR_MIN_WEIGHT:=0.3}"   # Ji et al. 2023's from-scratch transformer setting
 : "${DEGEN_MAX_EPOCH:=10}" "${TRUNCATION_RATIO:=0.5}" "${TRUNCATION_WARMUP:=1000}"
-: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=1.0}"
+: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=3.0}"
 : "${DECODINGS:=greedy}" "${TOP_P:=0.9}" "${MAX_LEN:=64}"
 : "${GEN_BATCH:=128}" "${LOG_INTERVAL:=100}"
 : "${FP16:=0}"

@@ -28,7 +28,7 @@ fi
 : "${LABEL_SMOOTHING:=0}"                       # fairseq's LM recipe: plain cross-entropy
 : "${TAILR_GAMMA:=1e-7}" "${TAILR_MIN_WEIGHT:=0.2}"   # Ji et al. 2023, open-ended generation (WritingPrompts)
 : "${DEGEN_MAX_UPDATE:=12500}" "${TRUNCATION_RATIO:=0.5}" "${TRUNCATION_WARMUP:=1000}"
-: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=1.0}"
+: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=3.0}"
 : "${UL_ALPHA:=1.0}"                          # Welleck et al. 2020's token-level setting on WikiText-103
 : "${MIXCE_ETA:=0.1}"                         # the MixCE authors' best eta on WikiText (GPT-2)
 : "${PREFIX_LEN:=50}" "${CONT_LEN:=100}"      # Welleck et al. 2020's continuation lengths

@@ -44,7 +44,7 @@ esac
 : "${LABEL_SMOOTHING:=0.1}" "${SEED:=42}"
 : "${TAILR_GAMMA:=0.8}" "${TAILR_MIN_WEIGHT:=0.2}"   # Ji et al. 2023, BART-base on Gigaword
 : "${TRUNCATION_RATIO:=0.5}" "${TRUNCATION_WARMUP:=0}"   # from a pretrained model the ranking is meaningful at once
-: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=1.0}"
+: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=3.0}"
 : "${TOTAL_UPDATES:=0}" "${DEGEN_UPDATES:=0}" "${MAX_EPOCH:=0}" "${DEGEN_MAX_EPOCH:=0}"
 : "${GEN_BATCH:=32}" "${LOG_INTERVAL:=100}"
 : "${FP16:=1}"   # as fairseq's and the authors' BART recipes

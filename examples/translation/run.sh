@@ -29,7 +29,7 @@ fi
 : "${LABEL_SMOOTHING:=0.1}"
 : "${TAILR_GAMMA:=0.1}" "${TAILR_MIN_WEIGHT:=0.3}"          # Ji et al. 2023, IWSLT14
 : "${DEGEN_MAX_EPOCH:=20}" "${TRUNCATION_RATIO:=0.5}" "${TRUNCATION_WARMUP:=1000}"
-: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=1.0}"
+: "${LFD_BETA:=1.0}" "${LFD_MLE_WEIGHT:=3.0}"
 : "${BEAM:=5}" "${GEN_BATCH:=128}" "${LOG_INTERVAL:=100}"
 : "${FP16:=0}"   # the authors' IWSLT14 TaiLr runs are fp32; from scratch TaiLr overflows in fp16
 init_devices

@@ -57,8 +57,8 @@ SIZES: Dict[str, Size] = {
 class Methods:
     """Criterion settings of the compared methods (the defaults the README reports).
 
-    Picked from ``divgen-demo --sweep`` on the default size (README): TaiLr with the
-    authors' IWSLT14 setting and LFD with lambda = 3 had the smallest quality cost.
+    TaiLr: the authors' IWSLT14 setting. LFD: ``lfd_poe``'s defaults (beta 1, lambda 3,
+    EOS outside the product; docs/lfd.md).
     """
 
     label_smoothing: float = 0.0

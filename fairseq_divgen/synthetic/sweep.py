@@ -10,8 +10,9 @@ from .report import LABELS, markdown
 # (gamma, min weight) around the default (0.1, 0.3), the authors' IWSLT14 setting;
 # (1e-7, 0.2) is their synthetic / WritingPrompts setting
 TAILR_GRID = [(1e-7, 0.2), (1e-3, 0.1), (0.01, 0.1), (0.03, 0.1), (0.1, 0.1)]
-# (beta, lambda) of lfd_poe around the default (1, 3), with the main run's degenerative model
-LFD_GRID = [(0.25, 1.0), (0.5, 1.0), (1.0, 1.0)]
+# (beta, lambda, EOS in the product) of lfd_poe around the default (1, 3, no), with the
+# main run's degenerative model; (1, 1, yes) is the paper's objective and setting
+LFD_GRID = [(1.0, 3.0, True), (1.0, 1.0, True), (1.0, 1.0, False), (0.5, 1.0, False)]
 # truncation ratios of extra degenerative models (each with an LFD model on top)
 TRUNCATION_RATIOS: list = []
 # The baselines, each at its paper's / authors' default and one other setting:
@@ -35,8 +36,10 @@ def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
         degen = f"degenerative-R{ratio:g}"
         out[degen] = Variant("degenerative", replace(m, truncation_ratio=ratio))
         out[f"lfd-R{ratio:g}"] = Variant("lfd", m, degenerative=degen)
-    for beta, lam in LFD_GRID:
-        out[f"lfd-b{beta:g}-l{lam:g}"] = Variant("lfd", replace(m, degenerative_scale=beta, mle_weight=lam))
+    for beta, lam, eos_in_product in LFD_GRID:
+        name = f"lfd-b{beta:g}-l{lam:g}" + ("-eos" if eos_in_product else "")
+        extra = {**m.extra, "lfd": ["--eos-in-product"]} if eos_in_product else m.extra
+        out[name] = Variant("lfd", replace(m, degenerative_scale=beta, mle_weight=lam, extra=extra))
     for alpha in UNLIKELIHOOD_GRID:
         out[f"unlikelihood-a{alpha:g}"] = Variant("unlikelihood", replace(m, unlikelihood_alpha=alpha))
     window = min(m.loss_truncation_min_count, exp.size.n_train)
@@ -61,7 +64,8 @@ def describe(name: str, v: Variant) -> str:
         return f"LFD stage 1, R={m.truncation_ratio:g}"
     if v.kind == "lfd":
         ratio = m.truncation_ratio if v.degenerative == "degenerative" else v.degenerative.split("R")[-1]
-        return f"LFD beta={m.degenerative_scale:g}, lambda={m.mle_weight:g}, R={ratio}"
+        eos = ", EOS in product" if "--eos-in-product" in m.extra.get("lfd", []) else ""
+        return f"LFD beta={m.degenerative_scale:g}, lambda={m.mle_weight:g}, R={ratio}{eos}"
     if v.kind == "unlikelihood":
         return f"Unlikelihood (unlikelihood) alpha={m.unlikelihood_alpha:g}"
     if v.kind == "loss_truncation":
