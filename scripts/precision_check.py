@@ -50,7 +50,7 @@ CRITERIA = {
     "tailr": ["--criterion", "tailr", "--label-smoothing", "0.1",
               "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
     "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
-    "lfd_poe": ["--criterion", "lfd_poe", "--degenerative-scale", "1.0", "--mle-weight", "1.0"],
+    "lfd_poe": ["--criterion", "lfd_poe"],  # its defaults
 }  # fmt: skip
 CPU_FP16_TRAIN = Path(__file__).resolve().parent / "cpu_fp16_train.py"
 GPU_ONLY = {"amp"}  # CUDA autocast and GradScaler
