@@ -15,7 +15,8 @@ such a file between two markers::
     python scripts/sync_docs.py            # rewrite the blocks
     python scripts/sync_docs.py --check    # exit 1 if a block differs from its file
 
-is how a page is updated; ``tests/test_docs.py`` runs the check.
+is how a page is updated; ``tests/test_docs.py`` runs the check. The README's blocks
+(paths relative to the repository root) are refreshed with the docs'.
 """
 import argparse
 import re
@@ -23,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 BLOCK = re.compile(
     r"(<!-- include: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.DOTALL
 )
@@ -51,7 +53,10 @@ def main(argv=None) -> int:
     p.add_argument("--docs", type=Path, default=DOCS)
     args = p.parse_args(argv)
     stale = []
-    for page in sorted(args.docs.rglob("*.md")):
+    pages = sorted(args.docs.rglob("*.md"))
+    if args.docs.resolve() == DOCS:
+        pages.append(ROOT / "README.md")
+    for page in pages:
         if page.parent.name == "measured":
             continue
         new, _ = synced(page)
