@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
+from lfd_study import lfd_settings  # scripts/lfd_study.py: one syntax for LFD settings
 from fairseq_divgen.scoring.cli import markdown_table, score_texts
 from fairseq_divgen.scoring.read import read_generate_output
 
@@ -100,8 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("lfd-sweep"))
     p.add_argument("--max-update", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--settings", default="1:3,1:3:eos,1:1,1:1:eos,0.5:1",
-                   help="comma-separated beta:lambda[:eos] settings of lfd_poe (eos: --eos-in-product)")
+    p.add_argument("--settings", default="1:3,1:3:eos-in-product,1:1,1:1:eos-in-product,0.5:1",
+                   help="comma-separated beta:lambda[:flag[=value]...] settings of lfd_poe, as in "
+                   "lfd_study.py (flag: an lfd_poe flag without its dashes)")
     p.add_argument("--truncation-ratio", type=float, default=0.5)
     args = p.parse_args(argv)
     work = args.workdir.resolve()
@@ -117,14 +119,13 @@ def main(argv=None) -> int:
         f"degenerative (truncated_ce R={args.truncation_ratio})": ("language_modeling", ["--criterion", "truncated_ce", "--truncation-ratio", str(args.truncation_ratio), "--truncation-warmup-updates", "100"]),
     }  # fmt: skip
     degen = work / "degenerative" / "checkpoint_last.pt"
-    for setting in args.settings.split(","):
-        beta, lam, *eos = setting.split(":")
-        if eos not in ([], ["eos"]):
-            p.error(f"--settings: {setting!r} is not beta:lambda or beta:lambda:eos")
-        name = f"lfd_poe beta={beta} lambda={lam}" + (" eos-in-product" if eos else "")
+    for _, flags, warmup in lfd_settings(args.settings):
+        if warmup:
+            p.error("--settings: @wN (a stage-1 warm-up) is not used here; see --truncation-ratio")
+        _, beta, _, lam, *more = flags
+        name = f"lfd_poe beta={beta} lambda={lam}" + "".join(f" {str(f).lstrip('-')}" for f in more)
         runs[name] = ("language_modeling_lfd", [
-            "--criterion", "lfd_poe", "--degenerative-scale", beta, "--mle-weight", lam,
-            "--degenerative-checkpoint", degen, *(["--eos-in-product"] if eos else []),
+            "--criterion", "lfd_poe", *flags, "--degenerative-checkpoint", degen,
         ])  # fmt: skip
     rows, timing = {}, {}
     for name, (task, flags) in runs.items():
