@@ -131,7 +131,10 @@ def test_language_model_two_stages_then_plain_eval_lm(lm_data, stage1_lm, tmp_pa
     ]).stdout  # fmt: skip
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity of the stage-2 main model", ppl)
-    assert 1.0 < ppl < 24.0  # uniform over the 24 words: 24
+    # Uniform over the 24 words would be 24 (lambda 0.5 gave 26.1 here). The chain gives
+    # every word 4 equally likely successors, so no model averages more than 1/4 on them:
+    # a perplexity near 1 would mean eval-lm scored the wrong tokens.
+    assert 3.0 < ppl < 24.0
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,9 @@ def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion, bound
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity", ppl)
     # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).
-    assert 1.0 < ppl < bound
+    # The chain gives every word 4 equally likely successors, so no model averages more
+    # than 1/4 on them: a perplexity near 1 would mean eval-lm scored the wrong tokens.
+    assert 3.0 < ppl < bound
 
 
 def test_divgen_score_reads_real_generate_output(tailr_run, translation_data, tmp_path, capsys):
