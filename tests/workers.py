@@ -4,10 +4,12 @@ import math
 import os
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
-from fairseq_divgen.fairseq_commands import fairseq_command, run_fairseq
+from fairseq_divgen.fairseq_commands import run_fairseq
 
 # fairseq's own spawning starts no process without a GPU; each rank is started
 # by hand instead (legacy_ddp: pytorch_ddp would pass GPU device ids to DDP).
@@ -19,6 +21,8 @@ PER_VALID_STEP = {"wpb", "bsz"}
 # One intra-op thread per process, as torchrun sets for several processes on one
 # machine, and for the single worker too, so both setups run the same kernels.
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# fairseq-train, then destroy_process_group() before the interpreter exits (see there).
+GLOO_WORKER = Path(__file__).resolve().parent / "gloo_worker.py"
 
 
 def free_port() -> int:
@@ -40,7 +44,7 @@ def gloo_flags(port: int, rank: int) -> list:
 def _start(args):
     env = dict(os.environ, **ENV)
     return subprocess.Popen(
-        fairseq_command("train", args), stdout=subprocess.PIPE,
+        [sys.executable, str(GLOO_WORKER), *[str(a) for a in args]], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
 
