@@ -25,6 +25,7 @@ from fairseq_divgen.losses import (
     fused_truncated_nll_loss,
     fused_unlikelihood_loss,
 )
+from fairseq_divgen.losses import lfd
 
 PAD, EOS = 1, 2
 B, T, V, D = 5, 6, 11, 4
@@ -403,7 +404,10 @@ def _poe_reference(z, zd, t, real, beta, lam, eps, main_eos):
 @pytest.mark.parametrize("beta,lam,eps,main_eos", [(0.7, 0.5, 0.1, False), (1.0, 0.0, 0.0, True),
                                                    (0.5, 1.0, 0.1, True), (0.0, 1.0, 0.1, False)])  # fmt: skip
 @pytest.mark.parametrize("degen", ["projection", "logits"])
-def test_lfd_poe(kw, beta, lam, eps, main_eos, degen):
+@pytest.mark.parametrize("block_rows", [None, 3], ids=["chunks", "chunks in blocks"])
+def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
+    if block_rows is not None:  # the CPU's elementwise blocks: 4-row chunks as 3 + 1 rows
+        monkeypatch.setattr(lfd, "CPU_BLOCK_ELEMENTS", block_rows * V)
     case = Case(12, **kw)
     t, real = _flat(case)
     g = torch.Generator().manual_seed(13)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_divgen.losses import lfd_loss
+from fairseq_divgen.losses import lfd, lfd_loss
 
 PAD = 1
 EOS = 2
@@ -27,6 +27,17 @@ def _batch(seed=0, n=30):
     target[::6] = PAD
     target[1::5] = EOS
     return z_main, torch.log_softmax(z_degen, -1), target
+
+
+@pytest.fixture(params=["whole", "chunks and blocks"])
+def split(request, monkeypatch):
+    """The 30 rows at once, or in chunks of 7 rows (the degenerative model's
+    projection) each taken in blocks of 3 (the CPU's cache-sized elementwise math):
+    both splits end unevenly."""
+    if request.param != "whole":
+        monkeypatch.setattr(lfd, "CHUNK_ELEMENTS", 7 * V)
+        monkeypatch.setattr(lfd, "CPU_BLOCK_ELEMENTS", 3 * V)
+    return request.param
 
 
 def _softmax(z):
@@ -63,7 +74,7 @@ def _main_eos_distribution(z_main, degen_lp, beta):
 
 
 @pytest.mark.parametrize("beta,lam", [(1.0, 0.0), (0.5, 0.5), (2.0, 1.0), (0.0, 0.3)])
-def test_loss_and_gradient_match_reference(beta, lam):
+def test_loss_and_gradient_match_reference(beta, lam, split):
     z_main, degen_lp, target = _batch(seed=int(beta * 10 + lam * 100))
     ref_loss, ref_poe, ref_main, ref_grad = _reference(z_main, degen_lp, target, beta, lam)
     z = z_main.clone().requires_grad_(True)
@@ -130,7 +141,7 @@ def test_label_smoothing_follows_fairseq_convention_on_the_poe_distribution():
 
 
 @pytest.mark.parametrize("beta,lam,eps", [(1.0, 0.0, 0.0), (1.0, 1.0, 0.1), (2.0, 0.5, 0.0)])
-def test_eos_outside_the_product_matches_reference(beta, lam, eps):
+def test_eos_outside_the_product_matches_reference(beta, lam, eps, split):
     z_main, degen_lp, target = _batch(seed=11 + int(10 * beta))
     p = _main_eos_distribution(z_main, degen_lp, beta)
     assert torch.allclose(p.sum(-1), torch.ones(len(p), dtype=p.dtype))

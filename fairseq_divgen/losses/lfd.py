@@ -47,6 +47,11 @@ from .fused_output import Projection
 
 # Rows per chunk: about this many elements per (rows, V) temporary (16 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 22
+# On the CPU the elementwise math of a chunk runs on blocks of about this many
+# elements (1 MiB in fp32): its dozen (rows, V) temporaries then stay in the core's
+# caches, which makes it about twice as fast as on whole chunks (a CPU benchmark at V =
+# 32k in docs/performance.md). Accelerators take a chunk at once (fewer kernel launches).
+CPU_BLOCK_ELEMENTS = 1 << 18
 
 
 class LfdLoss(NamedTuple):
@@ -59,38 +64,67 @@ class LfdLoss(NamedTuple):
     degen_nll: Optional[Tensor]  # -log q_degen(y_t), computed without gradient only (validation)
 
 
-def logsumexp_without(x: Tensor, col: int) -> Tensor:
-    """``logsumexp`` over the last dimension leaving out column ``col`` (keepdim)."""
-    left = x[..., :col].logsumexp(-1, keepdim=True)
-    right = x[..., col + 1 :].logsumexp(-1, keepdim=True)
-    return torch.logaddexp(left, right)
-
-
-def _softmax(x: Tensor, skip: Optional[int] = None):
-    """``(logsumexp, softmax)`` of the rows of ``x`` with one pass of ``exp``; with
-    ``skip``, column ``skip`` is left out of both (its probability is 0) and its
-    unnormalised weight is returned too: ``(lse_rest, softmax_rest, exp_skip, max)``."""
+def _shifted_exp(x: Tensor, skip: Optional[int] = None):
+    """``(m, e, total)`` of the rows of ``x``: ``m`` their maximum, ``e = exp(x - m)``
+    (a new tensor) and ``total`` its row sums, so ``logsumexp = m + log(total)`` and
+    ``softmax = e / total``. With ``skip``, column ``skip`` of ``e`` is set to 0 and
+    left out of ``total`` (a sum of the other terms: no cancellation); its value is
+    returned as a fourth entry."""
     m = x.amax(-1, keepdim=True)
     e = (x - m).exp_()
     if skip is None:
-        total = e.sum(-1, keepdim=True)
-        return m + total.log(), e.div_(total)
+        return m, e, e.sum(-1, keepdim=True)
     e_skip = e[:, skip : skip + 1].clone()
     e[:, skip] = 0.0
-    rest = e.sum(-1, keepdim=True)  # a sum of the other terms: no cancellation
-    return m + rest.log(), e.div_(rest), e_skip, m
+    return m, e, e.sum(-1, keepdim=True), e_skip
 
 
-def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
+def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
     """Sums (loss, poe_nll, main_nll, main_eos_nll, degen_nll) and dL/dz of some rows.
 
-    Everything in fp32 (fp64 for fp64 inputs); ``zd`` may be None (beta = 0).
+    Everything in fp32 (fp64 for fp64 inputs); ``zd`` may be None (beta = 0). The
+    gradient goes into ``out`` when given (an accumulator-dtype tensor of ``z``'s
+    shape). On the CPU the rows are taken ``CPU_BLOCK_ELEMENTS`` elements at a time.
+    """
+    rows = z.size(0)
+    if z.device.type == "cpu":
+        rows = max(1, CPU_BLOCK_ELEMENTS // max(1, z.size(-1)))
+    if z.size(0) <= rows:
+        part, g = _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad)
+        if out is not None and g is not None:
+            out.copy_(g)
+            g = out
+        return part, g
+    acc = torch.promote_types(z.dtype, torch.float32)
+    grad = None
+    if want_grad:
+        grad = out if out is not None else torch.empty(z.shape, dtype=acc, device=z.device)
+    sums = torch.zeros(5, dtype=acc, device=z.device)
+    for start in range(0, z.size(0), rows):
+        sl = slice(start, min(start + rows, z.size(0)))
+        part, g = _block(
+            z[sl], None if zd is None else zd[sl], t[sl],
+            beta, lam, eps, pad, eos, main_eos, want_grad,
+        )  # fmt: skip
+        sums += part
+        if g is not None:
+            grad[sl] = g
+    return sums, grad
+
+
+def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
+    """:func:`_chunk` of rows that are taken at once.
+
+    The gradient is assembled from the two unnormalised exponentials with per-row
+    coefficients (normalisers, pad mask and weights folded into them), in three
+    passes over the block, and pad rows come out 0 without a pass of their own.
     """
     acc = torch.promote_types(z.dtype, torch.float32)
     z = z.to(acc)
     vocab = z.size(-1)
     t = t.view(-1, 1)
     padm = t.eq(pad)
+    keep = (~padm).to(acc)  # per-row factor of every gradient term
     eps_i = eps / (vocab - 1)
     w = 1.0 - eps - eps_i  # weight of the NLL term of fairseq's label smoothing
     degen_nll = z.new_zeros(())
@@ -98,59 +132,63 @@ def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
         zd = zd.to(acc)
         if not want_grad:  # frozen: its NLL is a validation diagnostic (one exp pass)
             degen_nll = (zd.logsumexp(-1, keepdim=True) - zd.gather(-1, t)).masked_fill(padm, 0.0).sum()
-    s = torch.add(z, zd, alpha=beta) if (zd is not None and beta != 0.0) else z.clone()
+    s = torch.add(z, zd, alpha=beta) if (zd is not None and beta != 0.0) else z  # never written
     z_gold, s_gold = z.gather(-1, t), s.gather(-1, t)
+    s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
     grad = None
     smooth = None
     if not main_eos:
+        e_z = None
         if want_grad and lam != 0.0:
-            lse_z, q = _softmax(z)
+            m_z, e_z, total_z = _shifted_exp(z)
+            lse_z = m_z + total_z.log()
         else:
-            lse_z, q = z.logsumexp(-1, keepdim=True), None
-        s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
+            lse_z = z.logsumexp(-1, keepdim=True)
         if want_grad:
-            lse_s, p = _softmax(s)  # P
+            m_s, e_s, total_s = _shifted_exp(s)
+            lse_s = m_s + total_s.log()
         else:
-            lse_s, p = s.logsumexp(-1, keepdim=True), None
+            lse_s = s.logsumexp(-1, keepdim=True)
         poe_gold = s_gold - lse_s
         if eps > 0.0:
             smooth = vocab * lse_s - s_sum
         if want_grad:
             # w (P - onehot) + eps_i (V P - 1) + lambda (Q - onehot)
-            grad = p.mul_(w + vocab * eps_i)
+            grad = e_s.mul_(keep * ((w + vocab * eps_i) / total_s))  # (w + V eps_i) P
+            if e_z is not None:
+                grad.addcmul_(e_z, keep * (lam / total_z))  # + lambda Q
             if eps > 0.0:
-                grad.sub_(eps_i)
-            if q is not None:
-                grad.add_(q, alpha=lam)
-            grad.scatter_add_(-1, t, torch.full_like(z_gold, -(w + lam)))
+                grad.sub_(keep * eps_i)
+            grad.scatter_add_(-1, t, keep * -(w + lam))
     else:
         e = eos
         is_eos = t.eq(e)
-        # Q' (softmax of z without EOS) and B = its log-normaliser; Q from them
-        lse_z_rest, q_rest, ez_eos, m_z = _softmax(z, skip=e)
+        # Q' (softmax of z without EOS, 0 at EOS) = e_z / total_z; B = its log-normaliser
+        m_z, e_z, total_z, ez_eos = _shifted_exp(z, skip=e)
+        lse_z_rest = m_z + total_z.log()
         lse_z = torch.logaddexp(lse_z_rest, m_z + ez_eos.log())
         log_eos = z[:, e : e + 1] - lse_z  # log Q(eos)
         log_not_eos = lse_z_rest - lse_z  # log(1 - Q(eos)), stably
-        s_eos = s[:, e : e + 1].clone()
-        s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
-        others, r, _, _ = _softmax(s, skip=e)  # A and R (0 at EOS)
+        m_s, e_s, total_s, _ = _shifted_exp(s, skip=e)  # R = e_s / total_s (0 at EOS)
+        others = m_s + total_s.log()  # A
         poe_gold = torch.where(is_eos, log_eos, s_gold - others + log_not_eos)
         if eps > 0.0:
-            smooth = -(log_eos + (s_sum - s_eos) - (vocab - 1) * (others - log_not_eos))
+            smooth = -(log_eos + (s_sum - s[:, e : e + 1]) - (vocab - 1) * (others - log_not_eos))
         if want_grad:
-            # Q = Q' (1 - Q(eos)), and Q(eos) at EOS
-            q = q_rest.mul(log_not_eos.exp())
-            q[:, e : e + 1] = log_eos.exp()
             # w [R + Q - Q' (y != eos) | Q (y = eos)] - (w + lambda) onehot(y)
             #   + eps_i [V Q - 1 + (V - 1)(R - Q')] + lambda Q
-            # = c (R - Q') + (w + V eps_i + lambda) Q - eps_i - (w + lambda) onehot(y),
-            # with c = w [y != eos] + (V - 1) eps_i
+            # = c (R - Q') + k Q - eps_i - (w + lambda) onehot(y),
+            # with c = w [y != eos] + (V - 1) eps_i and k = w + V eps_i + lambda.
+            # Off EOS, Q = (1 - Q(eos)) Q', so that is c R + (k (1 - Q(eos)) - c) Q' - eps_i;
+            # at EOS (R = Q' = 0 there) it is k Q(eos) - eps_i.
             c = (~is_eos).to(acc) * w + (vocab - 1) * eps_i
-            grad = r.sub_(q_rest).mul_(c)
-            grad.add_(q, alpha=w + vocab * eps_i + lam)
+            k = w + vocab * eps_i + lam
+            grad = e_s.mul_(keep * c / total_s)
+            grad.addcmul_(e_z, keep * (k * log_not_eos.exp() - c) / total_z)
             if eps > 0.0:
-                grad.sub_(eps_i)
-            grad.scatter_add_(-1, t, torch.full_like(z_gold, -(w + lam)))
+                grad.sub_(keep * eps_i)
+            grad[:, e : e + 1] = keep * (k * log_eos.exp() - eps_i)
+            grad.scatter_add_(-1, t, keep * -(w + lam))
     main_gold = z_gold - lse_z
     main_nll = (-main_gold).masked_fill(padm, 0.0).sum()
     main_eos_nll = (-main_gold).masked_fill(t.ne(eos), 0.0).sum() if eos is not None else main_nll.new_zeros(())
@@ -160,8 +198,6 @@ def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
         loss = w * poe_nll + eps_i * smooth.masked_fill(padm, 0.0).sum()
     if lam != 0.0:
         loss = loss + lam * main_nll
-    if grad is not None:
-        grad.masked_fill_(padm, 0.0)
     return torch.stack([loss, poe_nll, main_nll, main_eos_nll, degen_nll]), grad
 
 
@@ -185,13 +221,12 @@ class _LfdObjective(torch.autograd.Function):
         sums = torch.zeros(5, dtype=acc, device=z.device)
         for start in range(0, z.size(0), rows):
             stop = min(start + rows, z.size(0))
-            part, g = _chunk(
+            part, _ = _chunk(
                 z[start:stop], degen_rows(zd, slice(start, stop)), t[start:stop],
                 beta, lam, eps, pad, eos, main_eos, want_grad,
+                out=None if grad is None else grad[start:stop],
             )  # fmt: skip
             sums += part
-            if g is not None:
-                grad[start:stop] = g
         ctx.save_for_backward(grad)
         ctx.z_dtype = z.dtype
         stats = sums[1:]
