@@ -38,8 +38,9 @@ def _lprobs(z):
 
 
 def _lfd_poe(z, d, t):
-    # the criterion passes the degenerative model's logits (it logs their NLL too)
-    return lfd_loss(z, d, t, 1.0, 1.0, 0.1, PAD, eos_index=2).loss
+    # the criterion's defaults (beta 1, lambda 3, EOS outside the product), with the
+    # degenerative model's logits as the criterion passes them
+    return lfd_loss(z, d, t, 1.0, 3.0, 0.1, PAD, eos_index=2, main_eos=True).loss
 
 
 def _loss_truncation(z, d, t):
