@@ -24,8 +24,8 @@ from fairseq_divgen.losses import (
     fused_tailr_loss,
     fused_truncated_nll_loss,
     fused_unlikelihood_loss,
+    lfd,
 )
-from fairseq_divgen.losses import lfd
 
 PAD, EOS = 1, 2
 B, T, V, D = 5, 6, 11, 4
