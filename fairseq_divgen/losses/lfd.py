@@ -49,8 +49,8 @@ from .fused_output import Projection
 CHUNK_ELEMENTS = 1 << 22
 # On the CPU the elementwise math of a chunk runs on blocks of about this many
 # elements (1 MiB in fp32): its dozen (rows, V) temporaries then stay in the core's
-# caches, which makes it about twice as fast as on whole chunks (a CPU benchmark at V =
-# 32k in docs/performance.md). Accelerators take a chunk at once (fewer kernel launches).
+# caches: measured about twice as fast as on whole chunks at V = 32k (python -m
+# benchmarks.loss_stage). Accelerators take a chunk at once (fewer kernel launches).
 CPU_BLOCK_ELEMENTS = 1 << 18
 
 
@@ -79,6 +79,11 @@ def _shifted_exp(x: Tensor, skip: Optional[int] = None):
     return m, e, e.sum(-1, keepdim=True), e_skip
 
 
+def _scaled(e: Tensor, coef: Tensor, out: Optional[Tensor]) -> Tensor:
+    """``e * coef`` (per-row ``coef``), in place or written into ``out``."""
+    return e.mul_(coef) if out is None else torch.mul(e, coef, out=out)
+
+
 def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
     """Sums (loss, poe_nll, main_nll, main_eos_nll, degen_nll) and dL/dz of some rows.
 
@@ -86,34 +91,27 @@ def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
     gradient goes into ``out`` when given (an accumulator-dtype tensor of ``z``'s
     shape). On the CPU the rows are taken ``CPU_BLOCK_ELEMENTS`` elements at a time.
     """
-    rows = z.size(0)
-    if z.device.type == "cpu":
-        rows = max(1, CPU_BLOCK_ELEMENTS // max(1, z.size(-1)))
-    if z.size(0) <= rows:
-        part, g = _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad)
-        if out is not None and g is not None:
-            out.copy_(g)
-            g = out
-        return part, g
+    n = z.size(0)
+    rows = max(1, CPU_BLOCK_ELEMENTS // max(1, z.size(-1))) if z.device.type == "cpu" else n
+    if n <= rows:
+        return _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out)
     acc = torch.promote_types(z.dtype, torch.float32)
     grad = None
     if want_grad:
         grad = out if out is not None else torch.empty(z.shape, dtype=acc, device=z.device)
     sums = torch.zeros(5, dtype=acc, device=z.device)
-    for start in range(0, z.size(0), rows):
-        sl = slice(start, min(start + rows, z.size(0)))
-        part, g = _block(
-            z[sl], None if zd is None else zd[sl], t[sl],
-            beta, lam, eps, pad, eos, main_eos, want_grad,
+    for start in range(0, n, rows):
+        sl = slice(start, min(start + rows, n))
+        part, _ = _block(
+            z[sl], None if zd is None else zd[sl], t[sl], beta, lam, eps, pad, eos,
+            main_eos, want_grad, None if grad is None else grad[sl],
         )  # fmt: skip
         sums += part
-        if g is not None:
-            grad[sl] = g
     return sums, grad
 
 
-def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
-    """:func:`_chunk` of rows that are taken at once.
+def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
+    """:func:`_chunk` of rows that are taken at once (the gradient into ``out`` if given).
 
     The gradient is assembled from the two unnormalised exponentials with per-row
     coefficients (normalisers, pad mask and weights folded into them), in three
@@ -154,7 +152,7 @@ def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
             smooth = vocab * lse_s - s_sum
         if want_grad:
             # w (P - onehot) + eps_i (V P - 1) + lambda (Q - onehot)
-            grad = e_s.mul_(keep * ((w + vocab * eps_i) / total_s))  # (w + V eps_i) P
+            grad = _scaled(e_s, keep * ((w + vocab * eps_i) / total_s), out)  # (w + V eps_i) P
             if e_z is not None:
                 grad.addcmul_(e_z, keep * (lam / total_z))  # + lambda Q
             if eps > 0.0:
@@ -183,7 +181,7 @@ def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad):
             # at EOS (R = Q' = 0 there) it is k Q(eos) - eps_i.
             c = (~is_eos).to(acc) * w + (vocab - 1) * eps_i
             k = w + vocab * eps_i + lam
-            grad = e_s.mul_(keep * c / total_s)
+            grad = _scaled(e_s, keep * c / total_s, out)
             grad.addcmul_(e_z, keep * (k * log_not_eos.exp() - c) / total_z)
             if eps > 0.0:
                 grad.sub_(keep * eps_i)
