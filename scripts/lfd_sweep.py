@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
-from lfd_study import lfd_settings  # scripts/lfd_study.py: one syntax for LFD settings
 from fairseq_divgen.scoring.cli import markdown_table, score_texts
 from fairseq_divgen.scoring.read import read_generate_output
+from lfd_study import lfd_settings  # scripts/lfd_study.py: one syntax for LFD settings
 
 ARCH = [
     "--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "64",
