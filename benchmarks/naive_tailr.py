@@ -2,12 +2,12 @@
 
 TaiLr: Ji et al., "Tailoring Language Generation Models under Total Variation
 Distance", ICLR 2023. Same objective as ``--criterion tailr``, but computed as the
-authors' release is described (ALGORITHMS / MEASUREMENTS notes of this project): a
-full softmax over the vocabulary is materialised only to read the gold token's
-probability, and the log-probabilities that the loss uses are the log of a second
-softmax. It exists so the benchmark can show what the fused form
-(:func:`fairseq_divgen.losses.tailr_loss`) saves; it is registered only when the
-benchmark imports this module, never by ``import fairseq_divgen``.
+authors' release computes it: a full softmax over the vocabulary is materialised
+only to read the gold token's probability, and the log-probabilities that the loss
+uses are the log of a second softmax, differentiated by autograd. It exists so the
+benchmark can show what the closed form (:func:`fairseq_divgen.losses.tailr_loss`)
+saves; it is registered only when the benchmark imports this module, never by
+``import fairseq_divgen``.
 """
 import torch
 from fairseq.criterions import register_criterion
@@ -36,4 +36,10 @@ def naive_tailr_loss(lprobs, target, gamma, min_weight, epsilon, ignore_index):
 class NaiveTailrReferenceCriterion(TailrCriterion):
     """TaiLr with the naive two-softmax computation (benchmark reference only)."""
 
-    loss_function = staticmethod(naive_tailr_loss)
+    def compute_loss(self, model, source, target, sample):
+        """TaiLr's sums the naive way, from the model's logits (unfused only)."""
+        self._gamma_now = self.current_gamma(model.training)
+        lprobs = torch.log_softmax(source, dim=-1, dtype=torch.float32)
+        loss, nll, weight = naive_tailr_loss(lprobs, target.reshape(-1), self._gamma_now,
+                                             self.min_weight, self.eps, self.padding_idx)
+        return {"loss": loss, "nll": nll.detach(), "weight": weight}

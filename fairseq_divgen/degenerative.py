@@ -17,25 +17,42 @@ This object is the only place that knows how that model lives:
   ``criterion.train()`` does not reach it, and the optimizer never sees it;
 - it runs in eval mode, with ``requires_grad_(False)``, under ``torch.no_grad()``,
   on the main model's device and dtype (``--fp16`` / ``--memory-efficient-fp16``
-  halve it like the main model; under ``--amp`` both stay fp32 and autocast applies).
+  halve it like the main model; under ``--amp`` both stay fp32 and autocast applies);
+- every step, whether its outputs are finite is recorded on the device (no host
+  sync) and read back at the next step; a non-finite output (weights fine in fp32 can
+  overflow in half precision, and no loss scale can fix the forward of a frozen model)
+  stops training with an error naming the checkpoint, instead of fairseq's later
+  "Minimum loss scale reached".
 """
+import hashlib
 import logging
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from fairseq import checkpoint_utils, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import open_dict
 
-from .losses.fused_output import Projection, chunk_rows
+from .losses import FrozenLogits, Projection
 from .output_layer import output_projection, uncovered_reason
 
 logger = logging.getLogger(__name__)
 
 FLAG = "--degenerative-checkpoint"
-# (features, output weight, output bias) of the frozen model
-Features = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
+
+
+STATE_KEY = "lfd_degenerative_checkpoint"  # its fingerprint in stage 2's task state
+
+
+def _load_failure(error: Exception) -> str:
+    """What went wrong reading a file as a checkpoint, without torch's advice to turn its
+    safe loading off (never the remedy for a file that should be a fairseq checkpoint)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "weights_only" in str(error) or "Unsupported global" in str(error):
+        return ("it is not a checkpoint written by fairseq-train, or it is damaged: torch's "
+                "safe loader refused it")
+    return f"{type(error).__name__}: {first}"[:300]
 
 
 class DegenerativeModelError(ValueError):
@@ -86,7 +103,8 @@ class DegenerativeModel:
         self.encoder_decoder = encoder_decoder
         self.model = None
         self._state = None  # what check() read and loading needs (weights, config)
-        self._checked_dtype = None  # reduced precision whose outputs were checked finite
+        self._finite = FiniteWatch()
+        self._fingerprint = None
         self._warned_unfused = False
 
     @property
@@ -96,6 +114,58 @@ class DegenerativeModel:
 
     def _error(self, message: str) -> DegenerativeModelError:
         return DegenerativeModelError(f"{FLAG} {self.path}: {message}")
+
+    def check_save_dir(self, save_dir: Optional[str], restore_file: Optional[str]) -> None:
+        """Refuse a ``--save-dir`` where fairseq would write over the degenerative
+        checkpoint (or resume from stage 1's own ``checkpoint_last.pt``), and warn when
+        a stage-2 run resumes with another degenerative model than it began with."""
+        if not (self.path and save_dir):
+            return
+        here = os.path.realpath(self.path)
+        name = os.path.basename(here)
+        written = name.startswith("checkpoint") or name == "crash.pt"
+        if written and os.path.dirname(here) == os.path.realpath(save_dir):
+            raise self._error(
+                f"is in --save-dir {save_dir}, where stage 2 writes its own checkpoints "
+                f"(checkpoint_last.pt, checkpoint_best.pt, ...) and resumes from them: it "
+                "would train the main model from stage 1's checkpoint and overwrite it. "
+                "Give stage 2 a --save-dir of its own, e.g. checkpoints/lfd."
+            )
+        restore = restore_file or "checkpoint_last.pt"
+        if restore == "checkpoint_last.pt":
+            restore = os.path.join(save_dir, restore)
+        if os.path.isfile(restore):
+            self._compare_with_resumed(restore)
+
+    def _compare_with_resumed(self, restore: str) -> None:
+        """Warn if the checkpoint stage 2 resumes from was trained with another
+        degenerative checkpoint (another path, or the same path with other contents)."""
+        try:
+            state = torch.load(restore, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # not ours to judge: fairseq reports an unreadable restore file
+            return
+        before = (state.get("task_state") or {}).get(STATE_KEY)
+        if not before:
+            return
+        now = self.fingerprint()
+        if before != now:
+            logger.warning(
+                f"{restore} was trained with {FLAG} {before['path']} (sha256 "
+                f"{before['sha256'][:12]}), this run uses {now['path']} (sha256 "
+                f"{now['sha256'][:12]}): the resumed main model continues with another "
+                "degenerative model. Pass the original checkpoint to continue the same run."
+            )
+
+    def fingerprint(self) -> Dict[str, str]:
+        """The degenerative checkpoint's real path and the sha256 of its bytes (kept in
+        stage 2's checkpoints, so that a resumed run can tell whether it changed)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self._fingerprint = {"path": os.path.realpath(self.path), "sha256": digest.hexdigest()}
+        return self._fingerprint
 
     def check(self) -> None:
         """Read the checkpoint and check it against the task; raise a clear error if unusable.
@@ -126,7 +196,7 @@ class DegenerativeModel:
         try:
             state = checkpoint_utils.load_checkpoint_to_cpu(self.path)
         except Exception as e:  # any unreadable file: report it with the flag
-            raise self._error(f"not a readable fairseq checkpoint ({type(e).__name__}: {e})") from e
+            raise self._error(f"not a readable fairseq checkpoint ({_load_failure(e)})") from e
         if not isinstance(state, dict) or "model" not in state:
             raise self._error("not a fairseq checkpoint (no 'model' entry).")
         weights = state["model"]
@@ -245,56 +315,77 @@ class DegenerativeModel:
         if mine.device != ref.device or mine.dtype != ref.dtype:
             self.model.to(device=ref.device, dtype=ref.dtype)
 
-    def logits(self, main_model, sample) -> torch.Tensor:
-        """(B, T, V) output scores of the degenerative model on ``sample``, in the
-        main model's dtype; a product of experts needs nothing else (its log-softmax
-        differs by a per-token constant)."""
-        if self.model is None:
-            self.load()
-        self._place_like(main_model)
-        with torch.no_grad():
-            logits = self.model(**sample["net_input"])[0]
-        if self._unchecked(logits.dtype) and not torch.isfinite(logits).all():
-            raise self._not_finite(logits.dtype)
-        return logits
-
-    def features(self, main_model, sample) -> Optional[Features]:
-        """``(features (B, T, d), weight, bias)``: the degenerative model on ``sample``
-        without its output layer, for ``lfd_poe``'s loss, which projects a chunk of
-        tokens at a time; None (after one warning) when its model has no plain output
-        projection, whose :meth:`logits` serve then."""
-        if self.model is None:
-            self.load()
+    def rows(self, main_model, sample, prefix: int = 0) -> FrozenLogits:
+        """The degenerative model's logits of ``sample``'s target rows (after ``prefix``
+        ignored positions), made by the loss a chunk of rows at a time from its features
+        (its full logits at once if its model has no plain output projection, after one
+        warning). Pass the result to :meth:`watch` after the loss."""
+        self._prepare(main_model)
         reason = uncovered_reason(self.model)
-        if reason is not None:
-            if not self._warned_unfused:
-                self._warned_unfused = True
-                logger.warning(f"{FLAG} {self.path}: its full (tokens, vocabulary) logits are "
-                               f"computed at once ({type(self.model).__name__}: {reason})")  # fmt: skip
-            return None
-        self._place_like(main_model)
         with torch.no_grad():
-            h = self.model(**sample["net_input"], features_only=True)[0]
+            if reason is not None:
+                if not self._warned_unfused:
+                    self._warned_unfused = True
+                    logger.warning(f"{FLAG} {self.path}: its full (tokens, vocabulary) logits "
+                                   f"are computed at once ({type(self.model).__name__}: {reason})")
+                logits = self.model(**sample["net_input"])[0][:, prefix:]
+                return FrozenLogits(logits.reshape(-1, logits.size(-1)))
+            h = self.model(**sample["net_input"], features_only=True)[0][:, prefix:]
         proj = output_projection(self.model)
-        if self._unchecked(h.dtype):
-            flat = Projection(h.reshape(-1, h.size(-1)), proj.weight, proj.bias)
-            if not flat.all_finite(chunk_rows(proj.weight.size(0))):
-                raise self._not_finite(h.dtype)
-        return h, proj.weight, proj.bias
+        return FrozenLogits(Projection(h.reshape(-1, h.size(-1)), proj.weight, proj.bias))
 
-    def _unchecked(self, dtype) -> bool:
-        """Whether outputs in ``dtype`` still need the finiteness check: once per
-        reduced precision (one host sync), since weights that were fine in fp32 can
-        give inf in half precision, which no loss scale can fix."""
-        if dtype not in (torch.float16, torch.bfloat16) or self._checked_dtype == dtype:
-            return False
-        self._checked_dtype = dtype
-        return True
+    def watch(self, logits: FrozenLogits) -> None:
+        """Check (now on the CPU, at the next step on a GPU) that every logit the loss
+        made from :meth:`rows` was finite."""
+        self._finite.record(logits.finite, logits.dtype)
+        self._raise_if_not_finite()
 
-    def _not_finite(self, dtype) -> DegenerativeModelError:
-        return self._error(
-            f"its outputs are not finite in {dtype} (--fp16 / "
-            "--memory-efficient-fp16 halve the degenerative model with the main "
-            "model); its logits exceed the half-precision range. Train stage 2 in "
-            "fp32 or use a degenerative model trained under --fp16."
-        )
+    def _prepare(self, main_model) -> None:
+        """Load on first use, place like the main model, and raise if an earlier step's
+        outputs were not finite."""
+        if self.model is None:
+            self.load()
+        self._place_like(main_model)
+        self._raise_if_not_finite()
+
+    def _raise_if_not_finite(self) -> None:
+        dtype = self._finite.failed()
+        if dtype is not None:
+            raise self._error(
+                f"its outputs are not finite in {dtype} (--fp16 / "
+                "--memory-efficient-fp16 halve the degenerative model with the main model, "
+                "and --amp runs it under autocast): its activations exceed the "
+                "half-precision range. Train stage 2 in fp32, or use a degenerative model "
+                "trained under --fp16."
+            )
+
+
+class FiniteWatch:
+    """Whether a step's outputs were finite, recorded on the device and read back without
+    waiting: on the CPU at once, on a GPU through a pinned host copy and an event, at the
+    next step (fairseq's own per-step synchronisation has completed it by then)."""
+
+    def __init__(self):
+        self._pending = None
+
+    def record(self, ok: torch.Tensor, dtype: torch.dtype) -> None:
+        """Record ``ok``, a 0-dim bool tensor (no host sync), for outputs in ``dtype``."""
+        if ok.device.type != "cuda":  # the CPU has nothing to wait for
+            self._pending = (ok, None, dtype)
+            return
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(ok, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (host, event, dtype)
+
+    def failed(self) -> Optional[torch.dtype]:
+        """The dtype of the last recorded outputs if they were not finite, else None
+        (also while the device has not finished them)."""
+        if self._pending is None:
+            return None
+        flag, event, dtype = self._pending
+        if event is not None and not event.query():
+            return None
+        self._pending = None
+        return None if bool(flag) else dtype

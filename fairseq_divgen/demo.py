@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_range, check_weight
 from .synthetic.experiment import ROWS, Experiment
 from .synthetic.report import write_report
 from .synthetic.sizes import SIZES, Methods
@@ -49,7 +50,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true",
                    help="after the main table, train and score a grid of TaiLr and LFD settings "
                         "and of the baselines (unlikelihood, loss_truncation, mixce, error_norm_truncation)")
-    return p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
+    try:  # the criterions' own checks, before the oracle or any model is built
+        check_range("--tailr-gamma", args.tailr_gamma, 0.0, 1.0)
+        check_range("--tailr-min-weight", args.tailr_min_weight, 0.0, 1.0)
+        check_range("--truncation-ratio", args.truncation_ratio, 0.0, 1.0, low_open=True)
+        check_weight("--degenerative-scale", args.degenerative_scale)
+        check_weight("--mle-weight", args.mle_weight)
+    except ValueError as e:
+        p.error(str(e))
+    return args
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,15 @@ def translation_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def translation_degenerative(translation_data, tmp_path_factory):
+    """A stage-1 LFD model (truncated_ce, 6 updates) of the toy translation data, trained
+    once per session: a degenerative checkpoint for the tests whose subject is stage 2."""
+    save = tmp_path_factory.mktemp("degenerative")
+    tiny.train_degenerative(translation_data / "bin", save)
+    return save / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
 def lm_data(tmp_path_factory):
     """Binarized toy language-modeling data and its raw text folder."""
     root = tmp_path_factory.mktemp("lm")

@@ -122,6 +122,17 @@ def test_other_settings_on_the_same_workdir_are_refused(tiny_run):
     assert (work / "settings.json").read_text() == settings
 
 
+@pytest.mark.parametrize("flag,value", [("--tailr-gamma", "5"), ("--tailr-min-weight", "-1"),
+                                        ("--truncation-ratio", "0"), ("--mle-weight", "inf")])
+def test_bad_method_flags_are_refused_before_anything_is_built(tmp_path, flag, value):
+    from fairseq_divgen import demo
+
+    work = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--size", "tiny", "--workdir", str(work), flag, value])
+    assert exit_.value.code == 2 and not work.exists()
+
+
 def test_a_foreign_nonempty_workdir_is_refused_untouched(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     out = subprocess.run([*DEMO, "--size", "tiny", "--workdir", str(tmp_path)],

@@ -92,13 +92,21 @@ def fp16_degenerative(translation_data, tmp_path_factory):
     return save / "checkpoint_last.pt"
 
 
+# What torch says when ``.cuda()`` finds no GPU: a CPU-only build, a CUDA build without a
+# driver, a CUDA build with a driver and no device.
+NO_GPU = ("Torch not compiled with CUDA enabled", "Found no NVIDIA driver", "No CUDA GPUs are available")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, fairseq's .cuda() call succeeds")
 def test_unmodified_fairseq_train_stops_at_the_first_overflow(translation_data, tmp_path):
-    # A loss scale of 2^24 overflows fp16 gradients at the first step.
+    # A loss scale of 2^24 overflows fp16 gradients at the first step; fairseq's overflow
+    # branch then calls .cuda(), which fails without a GPU whichever torch build is installed.
     args = _args(translation_data / "bin", tmp_path, "translation", tiny.TINY_TRANSFORMER,
                  [*CRITERIA["label_smoothed_cross_entropy"][1], "--fp16-init-scale", str(2**24)], "fp16")
     plain = run_fairseq("train", args, check=False)
     assert plain.returncode != 0
-    assert OVERFLOW in plain.stdout and "Torch not compiled with CUDA enabled" in plain.stdout
+    assert OVERFLOW in plain.stdout and "torch.tensor(0.0).cuda()" in plain.stdout
+    assert any(message in plain.stdout for message in NO_GPU)
     wrapped = train_fp16(args).stdout  # the same run survives: steps skipped, scale halved
     assert wrapped.count(OVERFLOW) >= 2
     scales = [float(r["loss_scale"]) for r in tiny.json_logs(wrapped, "train_inner")]

@@ -1,8 +1,8 @@
 """The fused output path against autograd through an explicit float64 reference.
 
 Reference: logits ``z = h W^T + b`` as one (N, V) tensor, then each objective written
-out here from its definition (ALGORITHMS.md and the baselines' papers) and
-differentiated by autograd. The fused path computes the same sums chunk by chunk
+out here from its definition (docs/algorithms.md and the papers) and
+differentiated by autograd. The fused path (a :class:`Projection` source) computes the same sums chunk by chunk
 (4 rows per chunk: 30 rows split 4 + ... + 4 + 2; loss truncation 2 sequences of 6)
 with closed-form gradients. Loss, logged sums and the gradients with respect to
 ``h``, ``W`` and ``b`` agree to 1e-10, with pads, with and without bias, and with the
@@ -16,15 +16,16 @@ import torch
 
 from fairseq_divgen.losses import (
     Projection,
-    fused_error_norm_truncated_loss,
-    fused_lfd_loss,
-    fused_loss_truncation_loss,
-    fused_mixce_loss,
-    fused_output_loss,
-    fused_tailr_loss,
-    fused_truncated_nll_loss,
-    fused_unlikelihood_loss,
-    lfd,
+    chunked,
+    chunked_loss,
+    chunking,
+    error_norm_truncated_loss,
+    lfd_loss,
+    loss_truncation_loss,
+    mixce_loss,
+    tailr_loss,
+    truncated_nll_loss,
+    unlikelihood_loss,
 )
 
 PAD, EOS = 1, 2
@@ -105,14 +106,30 @@ def _gold_lprobs(z, t):
 
 
 class Linear:
-    """A callback whose loss is linear in the logits: sum(C * z); dL/dz = C."""
+    """An objective whose loss is linear in the logits: sum(C * z); dL/dz = C."""
+
+    all_names = ("loss", "total")
 
     def __init__(self, coef):
         self.coef = coef
 
-    def __call__(self, z, rows, want_grad):
+    def __call__(self, z, rows, want_grad, out=None):
         c = self.coef[rows]
         return torch.stack([(c * z).sum(), z.sum()]), (c.clone() if want_grad else None)
+
+
+class Spy:
+    """An objective that records what it is called with; its loss is sum(z), dL/dz = 1."""
+
+    all_names = ("loss",)
+
+    def __init__(self):
+        self.seen, self.want_grad = [], []
+
+    def __call__(self, z, rows, want_grad, out=None):
+        self.seen.append(z)
+        self.want_grad.append(want_grad)
+        return torch.stack([z.sum()]), (torch.ones_like(z) if want_grad else None)
 
 
 @pytest.mark.parametrize("kw", CASES, ids=IDS)
@@ -121,7 +138,7 @@ def test_chunked_function_gradients_equal_autograd(kw):
     coef = torch.randn(B * T, V, dtype=torch.float64)
 
     def ours(h, w, b):
-        out = fused_output_loss(h, w, b, Linear(coef), ("loss", "total"), rows=ROWS)
+        out = chunked_loss(Projection(h, w, b), Linear(coef), rows=ROWS)
         return out["loss"], out
 
     stats, ref = case.compare(ours, lambda z: ((coef * z).sum(), {"total": z.sum()}), ["total"])
@@ -130,39 +147,35 @@ def test_chunked_function_gradients_equal_autograd(kw):
 
 def test_under_no_grad_only_the_sums_are_computed():
     case = Case(2)
-    seen = []
-
-    def spy(z, rows, want_grad):
-        seen.append(want_grad)
-        return torch.stack([z.sum()]), None
-
+    spy = Spy()
     mine = case.leaves()
     with torch.no_grad():
-        out = fused_output_loss(mine["h0"], mine["W"], mine["b"], spy, ("loss",), rows=ROWS)
+        out = chunked_loss(Projection(mine["h0"], mine["W"], mine["b"]), spy, rows=ROWS)
     ref = (mine["h0"] @ mine["W"].t() + mine["b"]).sum()
     torch.testing.assert_close(out["loss"], ref.detach(), **TOL)
-    assert seen == [False] * math.ceil(B * T / ROWS) and not out["loss"].requires_grad
+    assert spy.want_grad == [False] * math.ceil(B * T / ROWS) and not out["loss"].requires_grad
 
 
 def test_second_backward_raises():
     case = Case(3)
     mine = case.leaves()
     coef = torch.ones(B * T, V, dtype=torch.float64)
-    out = fused_output_loss(mine["h0"], mine["W"], None, Linear(coef), ("loss", "total"), rows=ROWS)
+    out = chunked_loss(Projection(mine["h0"], mine["W"], None), Linear(coef), rows=ROWS)
     out["loss"].backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward only"):
         out["loss"].backward()
 
 
-def test_half_inputs_keep_fp32_gradients_until_the_loss_scale():
+def test_half_inputs_keep_tiny_gradients_until_the_loss_scale():
     # dL/dz of 1e-9 is below fp16's smallest subnormal (6e-8): an fp16 matmul of it would
-    # give 0. The fused path keeps fp32 gradients and scales them (by fairseq's loss scale
-    # 2^20) before casting to the parameters' half dtype.
+    # give 0. The fused path scales dL/dz by a power of two before its half-precision
+    # matmuls, keeps the results in fp32, and casts them to the parameters' half dtype
+    # only after fairseq's loss scale (2^20 here).
     g = torch.Generator().manual_seed(4)
     h = torch.randn(B * T, D, generator=g).half().requires_grad_(True)
     w = torch.randn(V, D, generator=g).half().requires_grad_(True)
     coef = torch.full((B * T, V), 1e-9)
-    out = fused_output_loss(h, w, None, Linear(coef), ("loss", "total"), rows=ROWS)
+    out = chunked_loss(Projection(h, w, None), Linear(coef), rows=ROWS)
     assert out["loss"].dtype == torch.float32
     (out["loss"] * 2.0**20).backward()
     assert h.grad.dtype == w.grad.dtype == torch.float16
@@ -179,17 +192,12 @@ def test_under_autocast_the_logits_take_the_autocast_dtype():
     g = torch.Generator().manual_seed(5)
     h = torch.randn(B * T, D, generator=g).requires_grad_(True)
     w = torch.randn(V, D, generator=g).requires_grad_(True)
-    seen = []
-
-    def spy(z, rows, want_grad):
-        seen.append(z)
-        return torch.stack([z.sum()]), torch.ones_like(z)
-
+    spy = Spy()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fused_output_loss(h, w, None, spy, ("loss",), rows=ROWS)
+        out = chunked_loss(Projection(h, w, None), spy, rows=ROWS)
         ref = torch.nn.functional.linear(h, w)
-    assert ref.dtype == torch.bfloat16 and seen[0].dtype == torch.float32
-    torch.testing.assert_close(torch.cat(seen), ref.float(), rtol=0, atol=0)
+    assert ref.dtype == torch.bfloat16 and spy.seen[0].dtype == torch.float32
+    torch.testing.assert_close(torch.cat(spy.seen), ref.float(), rtol=0, atol=0)
     out["loss"].backward()
     assert h.grad.dtype == w.grad.dtype == torch.float32
 
@@ -211,8 +219,8 @@ def test_tailr(kw, gamma, min_weight, eps):
         return loss, {"nll": (-gold * real).sum(), "weight": w.sum(), "n_correct": _correct(z, t, real)}
 
     def ours(h, w, b):
-        (loss, nll, wsum), n_correct = fused_tailr_loss(h, w, b, t, gamma, min_weight, eps, PAD, True, ROWS)
-        return loss, {"nll": nll, "weight": wsum, "n_correct": n_correct}
+        out = tailr_loss(Projection(h, w, b), t, gamma, min_weight, eps, PAD, True, ROWS)
+        return out["loss"], out
 
     case.compare(ours, reference, ["nll", "weight", "n_correct"])
 
@@ -233,8 +241,8 @@ def test_mixce(kw, eta):
         return (w * -gold).sum(), {"nll": (-gold * real).sum(), "weight": w.sum()}
 
     def ours(h, w, b):
-        (loss, nll, wsum), _ = fused_mixce_loss(h, w, b, t, eta, PAD, rows=ROWS)
-        return loss, {"nll": nll, "weight": wsum}
+        out = mixce_loss(Projection(h, w, b), t, eta, PAD, rows=ROWS)
+        return out["loss"], out
 
     case.compare(ours, reference, ["nll", "weight"])
 
@@ -267,8 +275,8 @@ def test_error_norm_truncation(kw, eps, truncate):
         return loss, {"nll": (-gold * real).sum(), "kept": keep.sum(), "norm": norms.sum()}
 
     def ours(h, w, b):
-        out, _ = fused_error_norm_truncated_loss(h, w, b, t, threshold, eps, PAD, truncate, rows=ROWS)
-        return out.loss, {"nll": out.nll, "kept": out.kept, "norm": out.norm_sum}
+        out = error_norm_truncated_loss(Projection(h, w, b), t, threshold, eps, PAD, truncate, rows=ROWS)
+        return out["loss"], out
 
     stats, _ = case.compare(ours, reference, ["nll", "kept", "norm"])
     assert 0 < stats["kept"] < real.sum()
@@ -306,8 +314,8 @@ def test_unlikelihood(kw, alpha):
         return nll + alpha * penalty, {"nll": nll, "penalty": penalty, "candidates": count}
 
     def ours(h, w, b):
-        out, _ = fused_unlikelihood_loss(h, w, b, case.target, alpha, PAD, rows=ROWS)
-        return out.loss, out._asdict()
+        out = unlikelihood_loss(Projection(h, w, b), case.target, alpha, PAD, rows=ROWS)
+        return out["loss"], out
 
     stats, ref = case.compare(ours, reference, ["nll"] + (["penalty", "candidates"] if alpha else []))
     if alpha and kw == CASES[0]:
@@ -336,9 +344,9 @@ def test_loss_truncation(kw, eps, truncate):
                       "kept_tokens": tokens[keep_seq].sum()}  # fmt: skip
 
     def ours(h, w, b):
-        out, _ = fused_loss_truncation_loss(h, w, b, case.target, torch.tensor(cutoff, dtype=torch.float64),
-                                            eps, PAD, truncate, rows=2 * T)  # fmt: skip
-        return out.loss, out._asdict()
+        cut = torch.tensor(cutoff, dtype=torch.float64)
+        out = loss_truncation_loss(Projection(h, w, b), case.target, cut, eps, PAD, truncate, rows=2 * T)
+        return out["loss"], out
 
     stats, _ = case.compare(ours, reference, ["nll", "sequence_nll", "kept_sequences", "kept_tokens"])
     assert 0 < stats["kept_sequences"] < B
@@ -360,24 +368,29 @@ def test_truncated_ce(kw, ratio, count):
 
     def ours(h, w, b):
         host = n if count == "host" else None
-        (loss, nll, kept), n_correct = fused_truncated_nll_loss(
-            h, w, b, t, ratio, PAD, num_tokens=host, max_tokens=B * T - 2, accuracy=True, rows=ROWS)
-        return loss, {"nll": nll, "kept": kept, "n_correct": n_correct}
+        out = truncated_nll_loss(Projection(h, w, b), t, ratio, PAD, num_tokens=host,
+                                 max_tokens=B * T - 2, accuracy=True, rows=ROWS)
+        return out["loss"], out
 
     case.compare(ours, reference, ["nll", "kept", "n_correct"])
 
 
 def test_truncated_ce_gradient_pass_runs_over_the_kept_rows_only(monkeypatch):
-    import fairseq_divgen.losses.fused_output as fused_output
-
     case = Case(11)
     t, real = _flat(case)
     projected = []
-    project = fused_output.project
-    monkeypatch.setattr(fused_output, "project", lambda h, w, b: projected.append(len(h)) or project(h, w, b))
+    logits = chunked.OutputLayer.logits
+
+    def counting(layer, rows):
+        z = logits(layer, rows)
+        projected.append(len(z))
+        return z
+
+    monkeypatch.setattr(chunked.OutputLayer, "logits", counting)
     mine = case.leaves()
-    (loss, _, kept), _ = fused_truncated_nll_loss(mine["h0"], mine["W"], mine["b"], t, 0.3, PAD,
-                                                  num_tokens=int(real.sum()), rows=B * T)  # fmt: skip
+    out = truncated_nll_loss(Projection(mine["h0"], mine["W"], mine["b"]), t, 0.3, PAD,
+                             num_tokens=int(real.sum()), rows=B * T)
+    kept = out["kept"]
     assert projected == [B * T, kept] and kept == math.ceil(0.3 * int(real.sum()))
 
 
@@ -407,7 +420,7 @@ def _poe_reference(z, zd, t, real, beta, lam, eps, main_eos):
 @pytest.mark.parametrize("block_rows", [None, 3], ids=["chunks", "chunks in blocks"])
 def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
     if block_rows is not None:  # the CPU's elementwise blocks: 4-row chunks as 3 + 1 rows
-        monkeypatch.setattr(lfd, "CPU_BLOCK_ELEMENTS", block_rows * V)
+        monkeypatch.setattr(chunking, "CPU_BLOCK_ELEMENTS", block_rows * V)
     case = Case(12, **kw)
     t, real = _flat(case)
     g = torch.Generator().manual_seed(13)
@@ -418,15 +431,15 @@ def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
     source = Projection(hd, wd, bd) if degen == "projection" else zd
 
     def ours(h, w, b):
-        out, _ = fused_lfd_loss(h, w, b, source, t, beta, lam, eps, PAD, EOS, main_eos, rows=ROWS)
-        assert out.degen_nll is None  # a training step: no diagnostic
-        return out.loss, out._asdict()
+        out = lfd_loss(Projection(h, w, b), source, t, beta, lam, eps, PAD, EOS, not main_eos, rows=ROWS)
+        assert "degen_nll" not in out  # a training step: no diagnostic
+        return out["loss"], out
 
     case.compare(ours, lambda z: _poe_reference(z, zd, t, real, beta, lam, eps, main_eos),
                  ["poe_nll", "main_nll", "main_eos_nll"])  # fmt: skip
     assert hd.grad is None and wd.grad is None  # nothing reaches the degenerative model
     with torch.no_grad():  # validation: the degenerative model's own NLL
-        out, _ = fused_lfd_loss(case.h0, case.W, case.b, source, t, beta, lam, eps, PAD, EOS, main_eos,
-                                rows=ROWS)  # fmt: skip
+        out = lfd_loss(Projection(case.h0, case.W, case.b), source, t, beta, lam, eps, PAD, EOS,
+                       not main_eos, rows=ROWS)
     ref = (zd.logsumexp(-1) - zd.gather(-1, t[:, None]).squeeze(-1))[real].sum()
-    torch.testing.assert_close(out.degen_nll, ref, **TOL)
+    torch.testing.assert_close(out["degen_nll"], ref, **TOL)

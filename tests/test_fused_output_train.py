@@ -58,9 +58,9 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """About 10 rows per chunk (V is about 30 here): every batch spans many chunks."""
-    import fairseq_divgen.losses.fused_output as fused_output
+    from fairseq_divgen.losses import chunking
 
-    monkeypatch.setattr(fused_output, "CHUNK_ELEMENTS", 300)
+    monkeypatch.setattr(chunking, "CHUNK_ELEMENTS", 300)
 
 
 def _with_bias(model):

@@ -1,10 +1,11 @@
-"""lfd_poe's loss against an independent computation of ALGORITHMS.md section 3.
+"""lfd_poe's loss against an independent computation of docs/algorithms.md (LFD).
 
 Reference (float64, explicit softmaxes): p_poe(v) proportional to
 q_main(v) * q_degen(v) ** beta; L = sum_t -log p_poe(y_t) + lambda * sum_t -log q_main(y_t);
 d L / d z_main = (p_poe - onehot) + lambda * (q_main - onehot).
 
-With the end-of-sentence symbol kept out of the product (``main_eos``):
+With the end-of-sentence symbol kept out of the product (the default,
+``eos_in_product=False``):
 p(eos) = q_main(eos) and p(v) = (1 - q_main(eos)) * q_main(v) q_degen(v)^beta /
 sum_{u != eos} q_main(u) q_degen(u)^beta for every other v.
 """
@@ -12,7 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_divgen.losses import lfd, lfd_loss
+from types import SimpleNamespace
+
+from fairseq_divgen.losses import chunking
+from fairseq_divgen.losses import lfd_loss
+
+
+def _lfd(z, degen, target, beta, lam, eps, pad, eos=None, main_eos=False, rows=None):
+    """``lfd_loss`` with EOS outside the product iff ``main_eos``, sums as attributes
+    (``degen_nll`` None when not computed)."""
+    out = lfd_loss(z, degen, target, beta, lam, eps, pad, eos, eos_in_product=not main_eos,
+                    rows=rows)
+    return SimpleNamespace(**{"degen_nll": None, **out})
 
 PAD = 1
 EOS = 2
@@ -35,8 +47,8 @@ def split(request, monkeypatch):
     projection) each taken in blocks of 3 (the CPU's cache-sized elementwise math):
     both splits end unevenly."""
     if request.param != "whole":
-        monkeypatch.setattr(lfd, "CHUNK_ELEMENTS", 7 * V)
-        monkeypatch.setattr(lfd, "CPU_BLOCK_ELEMENTS", 3 * V)
+        monkeypatch.setattr(chunking, "CHUNK_ELEMENTS", 7 * V)
+        monkeypatch.setattr(chunking, "CPU_BLOCK_ELEMENTS", 3 * V)
     return request.param
 
 
@@ -79,7 +91,7 @@ def test_loss_and_gradient_match_reference(beta, lam, split):
     ref_loss, ref_poe, ref_main, ref_grad = _reference(z_main, degen_lp, target, beta, lam)
     z = z_main.clone().requires_grad_(True)
     d = degen_lp.clone().requires_grad_(True)
-    out = lfd_loss(z, d, target, beta, lam, 0.0, PAD)
+    out = _lfd(z, d, target, beta, lam, 0.0, PAD)
     out.loss.backward()
     # The loss reduces in fp32 (as it would for fp16 logits), hence the tolerances.
     assert out.loss.item() == pytest.approx(ref_loss, rel=1e-5)
@@ -92,15 +104,15 @@ def test_loss_and_gradient_match_reference(beta, lam, split):
 def test_degenerative_logits_and_log_probs_give_the_same_loss():
     z_main, degen_lp, target = _batch(seed=3)
     shifted = degen_lp + torch.randn(len(target), 1, dtype=torch.float64) * 5  # any per-token shift
-    a = lfd_loss(z_main, degen_lp, target, 0.8, 0.5, 0.1, PAD, EOS)
-    b = lfd_loss(z_main, shifted, target, 0.8, 0.5, 0.1, PAD, EOS)
+    a = _lfd(z_main, degen_lp, target, 0.8, 0.5, 0.1, PAD, EOS)
+    b = _lfd(z_main, shifted, target, 0.8, 0.5, 0.1, PAD, EOS)
     assert a.loss.item() == pytest.approx(b.loss.item(), rel=1e-6)
     assert a.degen_nll.item() == pytest.approx(b.degen_nll.item(), rel=1e-6)
 
 
 def test_logged_nlls_match_reference():
     z_main, degen_lp, target = _batch(seed=4)
-    out = lfd_loss(z_main, degen_lp, target, 1.0, 1.0, 0.0, PAD, EOS)
+    out = _lfd(z_main, degen_lp, target, 1.0, 1.0, 0.0, PAD, EOS)
     keep = target != PAD
     gold_degen = degen_lp[keep].gather(-1, target[keep, None])
     assert out.degen_nll.item() == pytest.approx(-gold_degen.sum().item(), rel=1e-6)
@@ -110,19 +122,19 @@ def test_logged_nlls_match_reference():
     assert out.main_eos_nll.item() == pytest.approx(ref_eos, rel=1e-6)
 
 
-def test_beta_zero_lambda_zero_is_exactly_cross_entropy():
+def test_beta_zero_lambda_zero_is_cross_entropy():
     z_main, degen_lp, target = _batch(seed=7)
     z32 = z_main.float()
-    out = lfd_loss(z32, degen_lp.float(), target, 0.0, 0.0, 0.0, PAD)
+    out = _lfd(z32, degen_lp.float(), target, 0.0, 0.0, 0.0, PAD, EOS, main_eos=False)
     ce = F.cross_entropy(z32, target, ignore_index=PAD, reduction="sum")
-    assert out.loss.item() == ce.item()
-    assert out.main_nll.item() == ce.item()
+    assert out.loss.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)
 
 
 def test_beta_zero_needs_no_degenerative_model():
     z_main, _, target = _batch(seed=7)
     for main_eos in (False, True):
-        out = lfd_loss(z_main, None, target, 0.0, 0.5, 0.0, PAD, EOS, main_eos=main_eos)
+        out = _lfd(z_main, None, target, 0.0, 0.5, 0.0, PAD, EOS, main_eos=main_eos)
         ce = F.cross_entropy(z_main, target, ignore_index=PAD, reduction="sum")
         assert out.loss.item() == pytest.approx(1.5 * ce.item(), rel=1e-6)
         assert out.degen_nll is None
@@ -131,7 +143,7 @@ def test_beta_zero_needs_no_degenerative_model():
 def test_label_smoothing_follows_fairseq_convention_on_the_poe_distribution():
     z_main, degen_lp, target = _batch(seed=8)
     eps, beta = 0.1, 0.7
-    out = lfd_loss(z_main, degen_lp, target, beta, 0.0, eps, PAD)
+    out = _lfd(z_main, degen_lp, target, beta, 0.0, eps, PAD)
     lp = torch.log_softmax(z_main + beta * degen_lp, -1)
     keep = target != PAD
     nll = -lp[keep].gather(-1, target[keep, None]).sum()
@@ -164,7 +176,7 @@ def test_eos_outside_the_product_matches_reference(beta, lam, eps, split):
     r.backward()
 
     z = z_main.clone().requires_grad_(True)
-    out = lfd_loss(z, degen_lp, target, beta, lam, eps, PAD, EOS, main_eos=True)
+    out = _lfd(z, degen_lp, target, beta, lam, eps, PAD, EOS, main_eos=True)
     out.loss.backward()
     assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
     assert out.poe_nll.item() == pytest.approx(nll.item(), rel=1e-5)
@@ -177,13 +189,13 @@ def test_eos_outside_the_product_gives_eos_the_main_models_gradient():
     degen_lp = degen_lp.clone()
     degen_lp[:, EOS] = 0.0  # a degenerative model certain of EOS everywhere
     z = z_main.clone().requires_grad_(True)
-    lfd_loss(z, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS, main_eos=True).loss.backward()
+    _lfd(z, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS, main_eos=True).loss.backward()
     keep = target != PAD
     expected = _softmax(z_main)[:, EOS] - (target == EOS).double()
     assert torch.allclose(z.grad[keep, EOS], expected[keep], atol=1e-6)
     # Under the paper's product the same degenerative model pushes EOS down hard.
     z2 = z_main.clone().requires_grad_(True)
-    lfd_loss(z2, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS).loss.backward()
+    _lfd(z2, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS).loss.backward()
     assert (z2.grad[keep, EOS] > expected[keep] + 1e-3).any()
 
 
@@ -192,7 +204,7 @@ def test_eos_outside_the_product_is_stable_when_the_main_model_is_sure_of_eos():
     z_main = z_main.float()
     z_main[:, EOS] = 60.0  # q_main(eos) == 1 in fp32
     z = z_main.clone().requires_grad_(True)
-    out = lfd_loss(z, degen_lp.float(), target, 1.0, 1.0, 0.1, PAD, EOS, main_eos=True)
+    out = _lfd(z, degen_lp.float(), target, 1.0, 1.0, 0.1, PAD, EOS, main_eos=True)
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
 
@@ -201,7 +213,7 @@ def test_fp16_logits_give_finite_loss():
     z_main, degen_lp, target = _batch(seed=9)
     for main_eos in (False, True):
         z = (z_main * 20).half().requires_grad_(True)
-        out = lfd_loss(z, degen_lp.half(), target, 1.0, 0.5, 0.1, PAD, EOS, main_eos=main_eos)
+        out = _lfd(z, degen_lp.half(), target, 1.0, 0.5, 0.1, PAD, EOS, main_eos=main_eos)
         out.loss.backward()
         assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
 
@@ -229,8 +241,8 @@ def test_backward_keeps_one_vocabulary_sized_tensor(lam, main_eos):
     z_main, degen_lp, target = _batch(seed=14)
     z = z_main.float().requires_grad_(True)
     d = degen_lp.float()
-    kept = _saved_vocab_sized(lambda: lfd_loss(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos))
+    kept = _saved_vocab_sized(lambda: _lfd(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos))
     assert kept == 1
-    out = lfd_loss(z, d, target, 1.0, lam, 0.0, PAD, EOS, main_eos=main_eos)
+    out = _lfd(z, d, target, 1.0, lam, 0.0, PAD, EOS, main_eos=main_eos)
     ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")
     assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)  # still logged exactly

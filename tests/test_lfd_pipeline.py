@@ -1,6 +1,8 @@
 """LFD end to end with real fairseq: truncated_ce (stage 1) -> lfd_poe (stage 2) ->
 plain-task generation / evaluation, resume, validate, and the checks on bad input."""
 import hashlib
+import logging
+import random
 import re
 import shutil
 
@@ -51,7 +53,8 @@ def stage1_lm(lm_data, tmp_path_factory):
     return root / "checkpoint_last.pt"
 
 
-def test_translation_two_stages_resume_validate_generate(translation_data, stage1_translation, tmp_path):
+def test_translation_two_stages_resume_validate_generate(translation_data, stage1_translation,
+                                                         translation_degenerative, tmp_path, caplog):
     data = translation_data / "bin"
     degen = tmp_path / "degenerative.pt"
     shutil.copy(stage1_translation, degen)
@@ -96,6 +99,19 @@ def test_translation_two_stages_resume_validate_generate(translation_data, stage
     out = _train(data, save, "translation_lfd", tiny.TINY_TRANSFORMER, flags, max_update=14).stdout
     assert out.count(LOADED) == 1
     assert [int(r["num_updates"]) for r in tiny.json_logs(out, "train_inner")] == [11, 12, 13, 14]
+    assert "was trained with --degenerative-checkpoint" not in out
+
+    # Resuming with another degenerative model is said, naming both checkpoints (the run
+    # keeps the fingerprint of the one it began with).
+    caplog.set_level(logging.WARNING, logger="fairseq_divgen.degenerative")
+    argv = [data, "--task", "translation_lfd", *tiny.TINY_TRANSFORMER, *tiny.common_train_args(save, 16)]
+    tiny.build_criterion([*argv, *STAGE2, "--degenerative-checkpoint", translation_degenerative])
+    warned = [r.getMessage() for r in caplog.records if "was trained with" in r.getMessage()]
+    assert len(warned) == 1 and str(degen.resolve()) in warned[0]
+    assert str(translation_degenerative.resolve()) in warned[0]
+    caplog.clear()
+    tiny.build_criterion([*argv, *STAGE2, "--degenerative-checkpoint", degen])  # the same one
+    assert not [r for r in caplog.records if "was trained with" in r.getMessage()]
 
     # fairseq-validate rebuilds task and criterion from the saved config.
     val = run_fairseq("validate", [data, "--task", "translation_lfd", "--path", save / "checkpoint_last.pt",
@@ -198,7 +214,8 @@ ERRORS = {
     "directory": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["mt"].parent], "is a directory (it holds checkpoint_"),
     "other-size-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["othersize"]], "decoder.embed_tokens.weight has 64 rows, but the task's target dictionary has 56 symbols"),
     "reverse-direction-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["orphans"]["reverse"]], "it translates tgt->src, the task src->tgt"),
-    "unreadable": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["garbage"]], "not a readable fairseq checkpoint"),
+    "unreadable": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["garbage"]], "not a readable fairseq checkpoint (it is not a checkpoint written by fairseq-train, or it is damaged"),
+    "in-save-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["mt"], "--save-dir", c["mt"].parent], "is in --save-dir"),
     "other-dictionary": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["otherdict"]], "dictionary differs from the task's at symbol #"),
     "lm-for-translation": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["lm"]], "holds a decoder-only model, but --task translation_lfd needs an encoder-decoder model"),
     "translation-for-lm": ("language_modeling_lfd", lambda c: ["--degenerative-checkpoint", c["mt"]], "holds an encoder-decoder model, but --task language_modeling_lfd needs a decoder-only"),
@@ -206,24 +223,52 @@ ERRORS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(ERRORS))
-def test_bad_degenerative_input_stops_before_data_loading(
-    case, translation_data, lm_data, stage1_translation, stage1_lm, other_dictionary_checkpoint,
-    other_size_checkpoint, orphan_checkpoints, adaptive_softmax_lm, tmp_path
-):
-    task, flags, message = ERRORS[case]
+@pytest.fixture
+def error_context(tmp_path, stage1_translation, stage1_lm, other_dictionary_checkpoint,
+                  other_size_checkpoint, orphan_checkpoints, adaptive_softmax_lm):
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a checkpoint")
-    ctx = {"tmp": tmp_path, "garbage": garbage, "otherdict": other_dictionary_checkpoint,
-           "lm": stage1_lm, "mt": stage1_translation, "othersize": other_size_checkpoint,
-           "orphans": orphan_checkpoints, "adaptive": adaptive_softmax_lm}  # fmt: skip
-    is_lm = task.startswith("language_modeling")
-    data = (lm_data if is_lm else translation_data) / "bin"
-    arch = tiny.TINY_LM if is_lm else tiny.TINY_TRANSFORMER
-    result = _train(data, tmp_path / "save", task, arch, [*flags(ctx), *STAGE2], check=False)
+    garbage.write_bytes(random.Random(0).randbytes(4096))
+    return {"tmp": tmp_path, "garbage": garbage, "otherdict": other_dictionary_checkpoint,
+            "lm": stage1_lm, "mt": stage1_translation, "othersize": other_size_checkpoint,
+            "orphans": orphan_checkpoints, "adaptive": adaptive_softmax_lm}
+
+
+def _stage2_argv(data, save, task, flags, max_update=10):
+    arch = tiny.TINY_LM if task.startswith("language_modeling") else tiny.TINY_TRANSFORMER
+    return [data, "--task", task, *arch, *tiny.common_train_args(save, max_update), *flags, *STAGE2]
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_bad_degenerative_input_is_refused_when_the_criterion_is_built(
+    case, translation_data, lm_data, error_context, tmp_path
+):
+    # fairseq-train builds the criterion (and the LFD task checks the checkpoint) before it
+    # loads any data: built here in-process the same way.
+    task, flags, message = ERRORS[case]
+    data = (lm_data if task.startswith("language_modeling") else translation_data) / "bin"
+    with pytest.raises(ValueError) as err:
+        tiny.build_criterion(_stage2_argv(data, tmp_path / "save", task, flags(error_context)))
+    assert message in str(err.value)
+    assert "weights_only=False" not in str(err.value)  # never advise turning safe loading off
+
+
+def test_stage2_into_stage1s_save_dir_is_refused_and_stage1_is_untouched(translation_data, tmp_path,
+                                                                         stage1_translation):
+    # Following fairseq's own hint for the first error ("Criterion does not match; please
+    # reset the optimizer") used to train the main model from the degenerative one and
+    # replace stage 1's checkpoints: refused before anything is loaded or written.
+    stage1 = tmp_path / "stage1"
+    shutil.copytree(stage1_translation.parent, stage1)
+    before = {p.name: _sha256(p) for p in stage1.iterdir()}
+    flags = ["--degenerative-checkpoint", stage1 / "checkpoint_last.pt", "--reset-optimizer"]
+    result = run_fairseq("train", _stage2_argv(translation_data / "bin", stage1, "translation_lfd", flags),
+                         check=False)
     assert result.returncode != 0
-    assert message in result.stdout, result.stdout[-2000:]
-    assert "examples from" not in result.stdout  # raised before any dataset was loaded
+    assert f"--degenerative-checkpoint {stage1 / 'checkpoint_last.pt'}: is in --save-dir {stage1}" in result.stdout
+    assert "examples from" not in result.stdout and "Loaded checkpoint" not in result.stdout
+    assert {p.name: _sha256(p) for p in stage1.iterdir()} == before
+    # the same checkpoint from stage 2's own folder is fine
+    tiny.build_criterion(_stage2_argv(translation_data / "bin", tmp_path / "lfd", "translation_lfd", flags))
 
 
 def test_lfd_task_with_another_criterion_never_reads_the_checkpoint(translation_data, tmp_path):

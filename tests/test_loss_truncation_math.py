@@ -19,7 +19,14 @@ import pytest
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from fairseq_divgen.losses import LossHistory, linear_quantile, loss_truncation_loss
+from types import SimpleNamespace
+
+from fairseq_divgen.losses import LogProbs, LossHistory, linear_quantile, loss_truncation_loss
+
+
+def _lt(lprobs, *args, **kwargs):
+    """``loss_truncation_loss`` of log-probabilities, its sums as attributes."""
+    return SimpleNamespace(**loss_truncation_loss(LogProbs(lprobs), *args, **kwargs))
 
 PAD = 1
 V = 9
@@ -62,7 +69,7 @@ def test_loss_and_gradient_match_reference(eps):
     cutoff = (seq[3] + seq[4]) / 2  # keeps 4 of 6 sequences
     ref_loss, ref_nll, ref_seq, kept, ref_grad = _reference(logits, target, cutoff, eps)
     z = logits.clone().requires_grad_(True)
-    out = loss_truncation_loss(torch.log_softmax(z, -1), target, cutoff, eps, PAD)
+    out = _lt(torch.log_softmax(z, -1), target, cutoff, eps, PAD)
     out.loss.backward()
     assert len(kept) == 4 and int(out.kept_sequences) == 4
     assert int(out.kept_tokens) == sum(int((target[b] != PAD).sum()) for b in kept)
@@ -76,18 +83,18 @@ def test_loss_and_gradient_match_reference(eps):
 def test_infinite_cutoff_is_fairseq_label_smoothed_cross_entropy(eps):
     logits, target = _batch(seed=1)
     lprobs = torch.log_softmax(logits, -1)
-    out = loss_truncation_loss(lprobs, target, math.inf, eps, PAD)
+    out = _lt(lprobs, target, math.inf, eps, PAD)
     ref, ref_nll = label_smoothed_nll_loss(lprobs, target.view(-1), eps, ignore_index=PAD)
     assert out.loss.item() == ref.item() and out.nll.item() == ref_nll.item()
     # truncate=False (validation): the untruncated objective whatever the cutoff
-    val = loss_truncation_loss(lprobs, target, 0.0, eps, PAD, truncate=False)
+    val = _lt(lprobs, target, 0.0, eps, PAD, truncate=False)
     assert val.loss.item() == ref.item() and int(val.kept_sequences) == 0
 
 
 def test_a_sequence_without_target_tokens_is_not_ranked():
     logits, target = _batch(seed=2)
     target[2] = PAD
-    out = loss_truncation_loss(torch.log_softmax(logits, -1), target, 1.0, 0.0, PAD)
+    out = _lt(torch.log_softmax(logits, -1), target, 1.0, 0.0, PAD)
     assert math.isnan(out.sequence_nll[2].item()) and not torch.isnan(out.sequence_nll[[0, 1, 3]]).any()
 
 

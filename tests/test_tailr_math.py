@@ -1,4 +1,4 @@
-"""TaiLr loss against an independent computation of ALGORITHMS.md section 1.
+"""TaiLr loss against an independent computation of docs/algorithms.md (TaiLr).
 
 Reference: w_t = clamp(p_t / (gamma + (1 - gamma) p_t), min_weight, 1) with p_t the
 softmax probability of the gold token, and
@@ -12,7 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_divgen.losses import tailr_loss, tailr_weights
+from fairseq_divgen.losses import LogProbs, tailr_loss, tailr_weights
+
+
+def _tailr(lprobs, *args, **kwargs):
+    """``(loss, nll, weight sum)`` of ``tailr_loss`` on log-probabilities."""
+    out = tailr_loss(LogProbs(lprobs), *args, **kwargs)
+    return out["loss"], out["nll"], out["weight"]
 
 PAD = 1
 V = 13
@@ -53,7 +59,7 @@ def _reference(logits, target, gamma, min_weight, eps):
 
 def _ours(logits, target, gamma, min_weight, eps):
     z = logits.clone().requires_grad_(True)
-    loss, nll, wsum = tailr_loss(
+    loss, nll, wsum = _tailr(
         torch.log_softmax(z, -1), target, gamma, min_weight, eps, ignore_index=PAD
     )
     loss.backward()
@@ -79,7 +85,7 @@ def test_loss_and_gradient_match_reference(gamma, min_weight, eps):
 def test_gamma_zero_with_eps_zero_is_exactly_cross_entropy():
     logits, target = _batch(seed=1)
     lprobs = torch.log_softmax(logits, -1)
-    loss, _, _ = tailr_loss(lprobs, target, 0.0, 0.0, 0.0, ignore_index=PAD)
+    loss, _, _ = _tailr(lprobs, target, 0.0, 0.0, 0.0, ignore_index=PAD)
     ce = F.nll_loss(lprobs, target, ignore_index=PAD, reduction="sum")
     assert loss.item() == ce.item()
 
@@ -89,7 +95,7 @@ def test_gamma_zero_is_label_smoothed_ce_with_eps_over_v_convention():
     # whole vocabulary, which is torch's cross_entropy(label_smoothing=eps). fairseq's
     # label_smoothed_cross_entropy spreads eps / (V - 1) instead.
     logits, target = _batch(seed=2)
-    loss, _, _ = tailr_loss(torch.log_softmax(logits, -1), target, 0.0, 0.0, 0.1, PAD)
+    loss, _, _ = _tailr(torch.log_softmax(logits, -1), target, 0.0, 0.0, 0.1, PAD)
     ref = F.cross_entropy(
         logits, target, ignore_index=PAD, reduction="sum", label_smoothing=0.1
     )
@@ -128,7 +134,7 @@ def test_no_nan_when_gold_probability_underflows(gamma, dtype):
     # fp16 logits reach the loss as fairseq hands them over: log_softmax upcast to fp32,
     # and also as raw fp16 log-probs.
     for lprobs in (torch.log_softmax(z.float(), -1), torch.log_softmax(z, -1)):
-        loss, nll, wsum = tailr_loss(lprobs, target, gamma, 0.2, 0.1, PAD)
+        loss, nll, wsum = _tailr(lprobs, target, gamma, 0.2, 0.1, PAD)
         assert torch.isfinite(loss) and torch.isfinite(nll) and torch.isfinite(wsum)
         (grad,) = torch.autograd.grad(loss, z)
         assert torch.isfinite(grad).all()
@@ -153,7 +159,7 @@ def test_half_log_probs_are_summed_in_fp32():
     for gamma, eps in ((0.1, 0.1), (0.0, 0.0), (1.0, 0.1)):
         w = (p / (gamma + (1 - gamma) * p)).clamp(0.3, 1.0)
         ref_loss = (1 - eps) * (w * -gold).sum() + eps / v * (-lp64.sum())
-        loss, nll, wsum = tailr_loss(lprobs, target, gamma, 0.3, eps, ignore_index=PAD)
+        loss, nll, wsum = _tailr(lprobs, target, gamma, 0.3, eps, ignore_index=PAD)
         assert torch.isfinite(loss) and torch.isfinite(nll)
         assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-4)
         assert nll.item() == pytest.approx((-gold).sum().item(), rel=1e-4)

@@ -1,4 +1,4 @@
-"""truncated_ce's loss against an independent computation of ALGORITHMS.md section 2.
+"""truncated_ce's loss against an independent computation of docs/algorithms.md (truncated cross-entropy).
 
 Reference: among non-pad tokens, sort by (nll, position) and keep the first
 ceil(R * N) (computed with exact fractions); the loss is the sum of their NLL.
@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_divgen.losses import truncated_nll_loss
+from fairseq_divgen.losses import LogProbs, truncated_nll_loss
+
+
+def _truncated(lprobs, *args, **kwargs):
+    """``(loss, nll, kept)`` of ``truncated_nll_loss`` on log-probabilities."""
+    out = truncated_nll_loss(LogProbs(lprobs), *args, **kwargs)
+    return out["loss"], out["nll"], out["kept"]
 
 PAD = 1
 V = 11
@@ -39,7 +45,7 @@ def test_keeps_exactly_the_lowest_loss_tokens(ratio, host_count):
     kept_ref, loss_ref, nll_ref = _reference_kept(logits, target, ratio)
     z = logits.clone().requires_grad_(True)
     n = int((target != PAD).sum()) if host_count else None
-    loss, nll, kept = truncated_nll_loss(torch.log_softmax(z, -1), target, ratio, PAD, n)
+    loss, nll, kept = _truncated(torch.log_softmax(z, -1), target, ratio, PAD, n)
     assert int(kept) == len(kept_ref)
     assert loss.item() == pytest.approx(loss_ref, rel=1e-12)
     assert nll.item() == pytest.approx(nll_ref, rel=1e-12)
@@ -52,7 +58,7 @@ def test_ceil_is_exact_for_decimal_ratios():
     # 0.3 * 10 is 3.0000000000000004 in floating point; the kept count must be 3.
     logits, target = _batch(n=10)
     target[:] = 2
-    _, _, kept = truncated_nll_loss(torch.log_softmax(logits, -1), target, 0.3, PAD)
+    _, _, kept = _truncated(torch.log_softmax(logits, -1), target, 0.3, PAD)
     assert int(kept) == 3
 
 
@@ -60,7 +66,7 @@ def test_ties_are_broken_by_position():
     logits = torch.zeros(6, V, dtype=torch.float64)  # every token has the same NLL
     target = torch.tensor([2, PAD, 3, 4, 5, 6])
     z = logits.clone().requires_grad_(True)
-    loss, _, kept = truncated_nll_loss(torch.log_softmax(z, -1), target, 0.4, PAD)
+    loss, _, kept = _truncated(torch.log_softmax(z, -1), target, 0.4, PAD)
     loss.backward()
     assert int(kept) == 2
     nonzero = [t for t in range(6) if z.grad[t].abs().sum() > 0]
@@ -69,7 +75,7 @@ def test_ties_are_broken_by_position():
 
 def test_ratio_one_is_cross_entropy():
     logits, target = _batch(seed=5)
-    loss, nll, kept = truncated_nll_loss(torch.log_softmax(logits, -1), target, 1.0, PAD)
+    loss, nll, kept = _truncated(torch.log_softmax(logits, -1), target, 1.0, PAD)
     ce = F.cross_entropy(logits, target, ignore_index=PAD, reduction="sum")
     assert loss.item() == ce.item() == nll.item()
     assert int(kept) == int((target != PAD).sum())

@@ -94,6 +94,14 @@ def binarize_lm(raw_dir: Path, bin_dir: Path):
     ])  # fmt: skip
 
 
+def train_degenerative(data: Path, save_dir: Path, max_update: int = 6):
+    """Stage 1 of LFD on the toy translation data: truncated_ce, the tiny transformer."""
+    run_fairseq("train", [
+        data, "--task", "translation", *TINY_TRANSFORMER, *common_train_args(save_dir, max_update),
+        "--criterion", "truncated_ce", "--truncation-ratio", "0.5",
+    ], env={"OMP_NUM_THREADS": "1"})
+
+
 def json_logs(output: str, kind: str):
     """The JSON records fairseq logged with ``--log-format json`` for one ``kind``
     (``train_inner``, ``train``, ``valid``)."""
@@ -113,6 +121,19 @@ def hypotheses(output: str):
             tag, score, text = (line.split("\t") + [""])[:3]
             out.append((int(tag[2:]), float(score), text))
     return out
+
+
+def build_criterion(argv):
+    """fairseq-train's command-line parsing, then the task and its criterion, built in
+    this process as fairseq-train builds them before it loads any data (the plugin's
+    checks of its flags and of the degenerative checkpoint run here)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in argv])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return task.build_criterion(cfg.criterion)
 
 
 def build_trainer(argv, edit_model=None):

@@ -1,5 +1,6 @@
-"""Data-parallel fairseq-train on CPU: two gloo workers started by hand, and the
-comparisons the distributed and resume tests make."""
+"""fairseq-train on the CPU as one worker or as two gloo workers, many runs per process
+(``fairseq_worker.py``), and the comparisons the distributed tests make."""
+import json
 import math
 import os
 import socket
@@ -11,9 +12,8 @@ import torch
 
 from fairseq_divgen.fairseq_commands import run_fairseq
 
-# fairseq's own spawning starts no process without a GPU; each rank is started
-# by hand instead (legacy_ddp: pytorch_ddp would pass GPU device ids to DDP).
-TIMEOUT_S = 300
+# fairseq's own spawning starts no process without a GPU; each rank is started by hand.
+TIMEOUT_S = 600
 # Logged fields that measure time, or depend on the validations run so far, not training.
 UNCOMPARED = {"wps", "ups", "wall", "train_wall", "best_loss"}
 # Validation averages these per step; one worker takes two steps where two take one.
@@ -21,8 +21,8 @@ PER_VALID_STEP = {"wpb", "bsz"}
 # One intra-op thread per process, as torchrun sets for several processes on one
 # machine, and for the single worker too, so both setups run the same kernels.
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-# fairseq-train, then destroy_process_group() before the interpreter exits (see there).
-GLOO_WORKER = Path(__file__).resolve().parent / "gloo_worker.py"
+WORKER = Path(__file__).resolve().parent / "fairseq_worker.py"
+OK, FAILED = "WORKER: ok", "WORKER: failed"
 
 
 def free_port() -> int:
@@ -32,49 +32,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gloo_flags(port: int, rank: int) -> list:
-    """The flags that make one fairseq-train process rank ``rank`` of two CPU workers."""
-    return [
-        "--distributed-backend", "gloo", "--distributed-world-size", "2",
-        "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-        "--distributed-rank", str(rank), "--ddp-backend", "legacy_ddp",
-    ]  # fmt: skip
+class Plan:
+    """fairseq-train runs, each on one worker or on two gloo workers, executed in order
+    within each setup by one process (one worker) and one pair of processes (two
+    workers), the two setups side by side. A run's output is read after :meth:`execute`."""
 
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.runs = {1: [], 2: []}
+        self.logs = {}
 
-def _start(args):
-    env = dict(os.environ, **ENV)
-    return subprocess.Popen(
-        [sys.executable, str(GLOO_WORKER), *[str(a) for a in args]], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+    def add(self, name: str, argv, workers: int) -> None:
+        """Plan fairseq-train ``argv`` on ``workers`` (1 or 2) workers under ``name``."""
+        log = self.root / f"{len(self.logs):03d}.log"
+        self.runs[workers].append({"argv": [str(a) for a in argv], "log": str(log)})
+        self.logs[name] = log
 
+    def _start(self, workers: int, rank: int, port: int):
+        runs = self.root / f"runs-{workers}.json"
+        runs.write_text(json.dumps(self.runs[workers]))
+        args = [sys.executable, str(WORKER), str(runs)]
+        if workers > 1:
+            args += [str(rank), str(workers), str(port)]
+        out = open(self.root / f"worker-{workers}-{rank}.out", "w")
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **ENV))
 
-def train_two_workers(args, attempts=3) -> str:
-    """Run fairseq-train ``args`` as two gloo workers; return rank 0's output
-    (the other ranks log warnings only). Retries when the port was taken."""
-    for _ in range(attempts):
-        port = free_port()
-        procs = [_start([*args, *gloo_flags(port, rank)]) for rank in (0, 1)]
+    def execute(self) -> None:
+        """Run everything planned; the processes' own output is in ``worker-*.out``."""
+        procs = []
+        if self.runs[1]:
+            procs.append(self._start(1, 0, 0))
+        if self.runs[2]:
+            port = free_port()
+            procs += [self._start(2, rank, port) for rank in (0, 1)]
         try:
-            outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+            for p in procs:
+                p.wait(timeout=TIMEOUT_S)
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        if all(p.returncode == 0 for p in procs):
-            return outputs[0]
-        if not any("address already in use" in o.lower() for o in outputs):
-            break
-    tails = "\n".join(
-        f"--- rank {rank} ({p.returncode}):\n{out[-3000:]}"
-        for rank, (p, out) in enumerate(zip(procs, outputs))
-    )
-    raise RuntimeError(f"two-worker fairseq-train failed:\n{tails}")
+
+    def output(self, name: str) -> str:
+        """The log of run ``name``; raises with its tail (and the workers') if it failed."""
+        log = self.logs[name]
+        text = log.read_text() if log.exists() else ""
+        if OK not in text:
+            tails = "".join(
+                f"\n--- {p.name}:\n{p.read_text()[-2000:]}" for p in sorted(self.root.glob("worker-*.out"))
+            )
+            raise RuntimeError(f"fairseq-train run {name!r} failed:\n{text[-4000:]}{tails}")
+        return text
 
 
 def train_one_worker(args) -> str:
-    """Run fairseq-train ``args`` in one process; return its output."""
+    """Run fairseq-train ``args`` in one process of its own; return its output."""
     return run_fairseq("train", args, env=ENV).stdout
 
 
@@ -97,7 +110,9 @@ def _field(key):
 def training_records(records):
     """Log records without the fields in ``UNCOMPARED`` (and, for validation,
     ``PER_VALID_STEP``), for exact comparison."""
-    skip = lambda k: _field(k) in UNCOMPARED or (k.startswith("valid_") and _field(k) in PER_VALID_STEP)  # noqa: E731
+    def skip(k):
+        return _field(k) in UNCOMPARED or (k.startswith("valid_") and _field(k) in PER_VALID_STEP)
+
     return [{k: v for k, v in r.items() if not skip(k)} for r in records]
 
 

@@ -15,23 +15,18 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
 from fairseq.logging import metrics
 
-from ..losses import error_norm_truncated_loss, fused_error_norm_truncated_loss
+from ..losses import error_norm_truncated_loss
 from ..update_count import trainer_num_updates
-from .accuracy import add_accuracy
-from .checks import check_non_negative, check_range
-from .fused import FusedOutputMixin, fused_output_field
+from .base import SmoothedDivgenConfig, DivgenCriterion
+from ..checks import check_non_negative, check_range
 
 SQRT2 = math.sqrt(2.0)
 
 
 @dataclass
-class ErrorNormTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
+class ErrorNormTruncationConfig(SmoothedDivgenConfig):
     token_prune_threshold: Optional[float] = field(
         default=None,
         metadata={
@@ -46,73 +41,43 @@ class ErrorNormTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
             "authors' task; truncation afterwards"
         },
     )
-    fused_output: bool = fused_output_field()
 
 
 @register_criterion("error_norm_truncation", dataclass=ErrorNormTruncationConfig)
-class ErrorNormTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
+class ErrorNormTruncationCriterion(DivgenCriterion):
     """Label-smoothed cross-entropy over the tokens whose error norm is at most the threshold."""
 
-    def __init__(
-        self,
-        task,
-        sentence_avg,
-        label_smoothing,
-        token_prune_threshold=None,
-        start_prune_iteration=0,
-        ignore_prefix_size=0,
-        report_accuracy=False,
-        fused_output=False,
-    ):
+    def __init__(self, task, sentence_avg, label_smoothing=0.0, token_prune_threshold=None,
+                 start_prune_iteration=0, ignore_prefix_size=0, report_accuracy=False,
+                 fused_output=False, ddp_backend=None):
         if token_prune_threshold is None:
             raise ValueError(
                 "--criterion error_norm_truncation needs --token-prune-threshold T, T in "
                 "(0, sqrt 2] = (0, 1.4142...]: tokens whose error norm exceeds T are dropped"
             )
         check_range("--token-prune-threshold", token_prune_threshold, 0.0, SQRT2, low_open=True,
-                    why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)")  # fmt: skip
+                    why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)")
         check_non_negative("--start-prune-iteration", start_prune_iteration)
-        check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
+                         report_accuracy, fused_output, ddp_backend)
         self.threshold = token_prune_threshold
         self.start_iteration = start_prune_iteration
-        self.fused_output = fused_output
 
-    def forward(self, model, sample, reduce=True):
-        """Loss, sample size and logging outputs for one batch."""
-        truncating = model.training and trainer_num_updates() > self.start_iteration
-        net_output = counted = None
-        fused = self.fused_inputs(model, sample)
-        if fused is not None:
-            out, n_correct = fused_error_norm_truncated_loss(
-                *fused.projection, fused.target, self.threshold, self.eps, self.padding_idx,
-                truncate=truncating, accuracy=self.report_accuracy,
-            )  # fmt: skip
-            target, counted = fused.target, (n_correct, fused.target)
-        else:
-            net_output = model(**sample["net_input"])
-            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-            out = error_norm_truncated_loss(
-                lprobs, target, self.threshold, self.eps, self.padding_idx, truncate=truncating
-            )
-        ntokens = sample["ntokens"]
-        nsentences = sample["target"].size(0)
-        sample_size = nsentences if self.sentence_avg else ntokens
-        count = target.ne(self.padding_idx).sum().data if self.ignore_prefix_size > 0 else ntokens
-        logging_output = {
-            "loss": out.loss.data,
-            "nll_loss": out.nll.data,
-            "ntokens": ntokens,
-            "nsentences": nsentences,
-            "sample_size": sample_size,
-            "ent_kept": out.kept.data,  # within the threshold (dropped only when truncating)
-            "ent_norm_sum": out.norm_sum.data,
+    def compute_loss(self, model, source, target, sample):
+        """ENT's sums; truncating only in training after the start iteration."""
+        self._truncating = model.training and trainer_num_updates() > self.start_iteration
+        return error_norm_truncated_loss(source, target, self.threshold, self.eps,
+                                         self.padding_idx, self._truncating, self.report_accuracy)
+
+    def logging_extras(self, sums, target, sample):
+        """Tokens within the threshold, the norms, and the tokens trained truncated."""
+        count = self.target_count(target, sample)
+        return {
+            "ent_kept": sums["kept"].data,  # within the threshold (dropped only when truncating)
+            "ent_norm_sum": sums["norm"].data,
             "ent_count": count,
-            "ent_truncating": count if truncating else 0,
+            "ent_truncating": count if self._truncating else 0,
         }
-        if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output, counted)
-        return out.loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

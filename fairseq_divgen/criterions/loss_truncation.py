@@ -7,12 +7,15 @@ min_count, recompute)`` with its defaults (0.4, 10000, 10000): plain MLE until
 mean token NLL exceeds the (1 - dropc) quantile of the last ``recompute`` sequence
 losses are dropped; the quantile is recomputed every ``recompute`` new losses.
 
-Several workers share one history: the sequence losses of every micro-batch are
-gathered from all data-parallel workers (a fixed-size all-gather, padded to the
-largest possible batch, so no host synchronisation) and enter the history in the
-order (micro-batch, worker) at the start of the next update, so the cutoff of an
-update depends only on the losses of earlier updates: two workers train exactly
-as one worker with --update-freq 2. fairseq keeps a criterion's state in its
+Several workers share one history: at the start of the next update, the sequence
+losses of every micro-batch of the update are gathered from all data-parallel
+workers (one fixed-size all-gather, each micro-batch padded to the largest possible
+batch, so no host synchronisation) and enter the history in the order (micro-batch,
+worker), so the cutoff of an update depends only on the losses of earlier updates:
+two workers train exactly as one worker with --update-freq 2. Only batches the
+update really used enter: a batch's losses count once the backward of its loss has
+completed with a non-zero gradient, which leaves out fairseq's dummy batches (their
+loss is multiplied by 0) and a batch whose backward ran out of memory. fairseq keeps a criterion's state in its
 checkpoints only when the criterion has parameters (and then wraps it in DDP and
 hands them to the optimizer), so the history is not saved: a resumed run rebuilds
 it, with a warning, as the run began: plain MLE until ``min_count`` new sequence
@@ -24,35 +27,29 @@ the fraction of sequences within the cutoff.
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
 from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..losses import LossHistory, fused_loss_truncation_loss, loss_truncation_loss
+from ..losses import LossHistory, loss_truncation_loss, mark_used
 from ..update_count import trainer_num_updates
-from .accuracy import add_accuracy
-from .checks import check_range
-from .fused import FusedOutputMixin, fused_output_field
+from .base import LN2, DivgenCriterion, SmoothedDivgenConfig
+from ..checks import check_range
 
 logger = logging.getLogger(__name__)
-LN2 = 0.6931471805599453
 
 
 @dataclass
-class LossTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
+class LossTruncationConfig(SmoothedDivgenConfig):
     dropc: float = field(
         default=0.4,
         metadata={"help": "fraction in [0, 1) of sequences to drop: those above the (1 - dropc) "
                   "quantile of recent sequence losses; 0 is exactly MLE"},
-    )  # fmt: skip
+    )
     min_count: int = field(
         default=10000,
         metadata={"help": "plain MLE until this many sequence losses have been seen (hot start)"},
@@ -61,43 +58,34 @@ class LossTruncationConfig(LabelSmoothedCrossEntropyCriterionConfig):
         default=10000,
         metadata={"help": "the quantile is taken over the last N sequence losses and recomputed "
                   "every N new ones (N >= 1)"},
-    )  # fmt: skip
-    fused_output: bool = fused_output_field()
-    # The largest batch a worker can hold, which fixes the size of the all-gather.
+    )
+    # The largest batch a worker can hold and the micro-batches per update, which fix
+    # the size of the all-gather.
     max_sentences: Optional[int] = II("dataset.batch_size")
     max_tokens: Optional[int] = II("dataset.max_tokens")
+    update_freq: List[int] = II("optimization.update_freq")
 
 
 @register_criterion("loss_truncation", dataclass=LossTruncationConfig)
-class LossTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
+class LossTruncationCriterion(DivgenCriterion):
     """Label-smoothed cross-entropy over the sequences at or below a loss quantile."""
 
-    def __init__(
-        self,
-        task,
-        sentence_avg,
-        label_smoothing,
-        dropc=0.4,
-        min_count=10000,
-        recompute=10000,
-        ignore_prefix_size=0,
-        report_accuracy=False,
-        max_sentences=None,
-        max_tokens=None,
-        fused_output=False,
-    ):
+    def __init__(self, task, sentence_avg, label_smoothing=0.0, dropc=0.4, min_count=10000,
+                 recompute=10000, ignore_prefix_size=0, report_accuracy=False,
+                 max_sentences=None, max_tokens=None, update_freq=(1,), fused_output=False,
+                 ddp_backend=None):
         check_range("--dropc", dropc, 0.0, 1.0, high_open=True)
         if not (isinstance(min_count, int) and min_count >= 0):
             raise ValueError(f"--min-count must be an integer >= 0, got {min_count}")
         if not (isinstance(recompute, int) and recompute >= 1):
             raise ValueError(f"--recompute must be an integer >= 1, got {recompute}")
-        check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        self.history = LossHistory(dropc, min_count, recompute)
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
+                         report_accuracy, fused_output, ddp_backend)
+        self.history = LossHistory(dropc, min_count, recompute, gather=self._all_workers)
         bounds = [b for b in (max_sentences, max_tokens) if b]
         self.max_sentences = min(bounds) if bounds else None  # every sentence has >= 1 token
+        self.micro_batches = max(update_freq) if update_freq else 1
         self._checked_resume = False
-        self.fused_output = fused_output
 
     def _check_resume(self, num_updates: int) -> None:
         if self._checked_resume:
@@ -109,71 +97,64 @@ class LossTruncationCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriteri
                 "not keep the loss history, so it is rebuilt: plain MLE until %d new "
                 "sequence losses have been seen (--min-count), then truncation",
                 num_updates, self.history.min_count,
-            )  # fmt: skip
+            )
 
     # -- distributed ------------------------------------------------------------
-    def _all_workers(self, losses):
-        """The sequence losses of this micro-batch on every data-parallel worker, in
-        worker order, NaN-padded to a fixed size (1-D)."""
+    def _all_workers(self, batches: List[torch.Tensor]) -> torch.Tensor:
+        """The sequence losses of one update's micro-batches on every data-parallel
+        worker, in the order (micro-batch, worker), NaN-padded to a fixed size (1-D)."""
         group = distributed_utils.get_data_parallel_group()
-        if distributed_utils.get_world_size(group) <= 1:
-            return losses
+        world = distributed_utils.get_world_size(group)
+        if world <= 1:
+            return torch.cat(batches) if batches else torch.zeros(0, device=self._device)
         if self.max_sentences is None:
             raise ValueError("--criterion loss_truncation with several workers needs "
-                             "--max-tokens or --batch-size (they bound the batch it gathers)")  # fmt: skip
-        if losses.numel() > self.max_sentences:
-            raise RuntimeError(f"loss_truncation: a batch of {losses.numel()} sequences exceeds "
-                               f"the bound {self.max_sentences} (--batch-size / --max-tokens)")  # fmt: skip
-        padded = losses.new_full((self.max_sentences,), math.nan)
-        padded[: losses.numel()] = losses
-        return distributed_utils.all_gather(padded, group, return_tensor=True).reshape(-1)
+                             "--max-tokens or --batch-size (they bound the batch it gathers)")
+        size, slots = self.max_sentences, max(self.micro_batches, len(batches))
+        if slots > self.micro_batches or any(b.numel() > size for b in batches):
+            raise RuntimeError(
+                f"loss_truncation: {len(batches)} micro-batches of up to "
+                f"{max(b.numel() for b in batches)} sequences exceed the bounds "
+                f"({self.micro_batches} micro-batches, --update-freq; {size} sequences, "
+                "--batch-size / --max-tokens)"
+            )
+        padded = torch.full((slots, size), math.nan, device=self._device)
+        for i, losses in enumerate(batches):
+            padded[i, : losses.numel()] = losses
+        gathered = distributed_utils.all_gather(padded.reshape(-1), group, return_tensor=True)
+        return gathered.reshape(world, slots, size).transpose(0, 1).reshape(-1)
 
     # -- fairseq ------------------------------------------------------------------
-    def forward(self, model, sample, reduce=True):
-        """Loss, sample size and logging outputs for one batch."""
-        nsentences = sample["target"].size(0)
+    def compute_loss(self, model, source, target, sample):
+        """The truncated sums under the cutoff in force; in training the batch's
+        sequence losses are recorded for the next updates."""
         training = model.training
-        device = sample["target"].device
+        device = self._device = target.device
         if training:
             step = trainer_num_updates()
             self._check_resume(step)
             self.history.to(device).begin(step)
         cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
-        net_output = counted = None
-        fused = self.fused_inputs(model, sample)
-        if fused is not None:
-            out, n_correct = fused_loss_truncation_loss(
-                *fused.projection, fused.target, cutoff, self.eps, self.padding_idx,
-                truncate=training, accuracy=self.report_accuracy,
-            )  # fmt: skip
-            counted = (n_correct, fused.target)
-        else:
-            net_output = model(**sample["net_input"])
-            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-            out = loss_truncation_loss(
-                lprobs, target.view(nsentences, -1), cutoff, self.eps, self.padding_idx,
-                truncate=training,
-            )  # fmt: skip
+        sums = loss_truncation_loss(source, target, cutoff, self.eps, self.padding_idx,
+                                    truncate=training, accuracy=self.report_accuracy)
         if training:
-            self.history.add(self._all_workers(out.sequence_nll))
-        ntokens = sample["ntokens"]
-        sample_size = nsentences if self.sentence_avg else ntokens
+            sums["loss"], used = mark_used(sums["loss"])
+            self.history.add(sums["sequence_nll"], used)
+        sums["cutoff"] = cutoff
+        return sums
+
+    def logging_extras(self, sums, target, sample):
+        """Kept sequences and tokens, and the cutoff (summable)."""
+        nsentences = sample["target"].size(0)
+        cutoff = sums["cutoff"]
         active = torch.isfinite(cutoff)
-        logging_output = {
-            "loss": out.loss.data,
-            "nll_loss": out.nll.data,
-            "ntokens": ntokens,
-            "nsentences": nsentences,
-            "sample_size": sample_size,
-            "lt_kept_sentences": out.kept_sequences.data,
-            "lt_kept_tokens": out.kept_tokens.data,
+        return {
+            "lt_kept_sentences": sums["kept_sequences"].data,
+            "lt_kept_tokens": sums["kept_tokens"].data,
             # summable: sentences under a finite cutoff, and the cutoff times them
             "lt_active": active.long() * nsentences,
             "lt_cutoff_sum": torch.where(active, cutoff, 0.0) * nsentences,
         }
-        if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output, counted)
-        return out.loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

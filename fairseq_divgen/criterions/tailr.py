@@ -7,21 +7,16 @@ lines (``--criterion tailr --label-smoothing 0.1 --density-min-weight 0.3
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
 from fairseq.logging import metrics
 
-from ..losses import fused_tailr_loss, scheduled_gamma, tailr_loss
+from ..losses import scheduled_gamma, tailr_loss
 from ..update_count import trainer_num_updates
-from .accuracy import add_accuracy
-from .checks import check_non_negative, check_range
-from .fused import FusedOutputMixin, fused_output_field
+from .base import DivgenConfig, DivgenCriterion
+from ..checks import check_non_negative, check_range
 
 
 @dataclass
-class TailrConfig(LabelSmoothedCrossEntropyCriterionConfig):
+class TailrConfig(DivgenConfig):
     label_smoothing: float = field(
         default=0.0,
         metadata={
@@ -55,38 +50,23 @@ class TailrConfig(LabelSmoothedCrossEntropyCriterionConfig):
             "--density-ratio-threshold over the first N updates; 0 uses gamma from the start"
         },
     )
-    fused_output: bool = fused_output_field()
 
 
 @register_criterion("tailr", dataclass=TailrConfig)
-class TailrCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
+class TailrCriterion(DivgenCriterion):
     """MLE with each gold token weighted by p / (gamma + (1 - gamma) p)."""
 
-    loss_function = staticmethod(tailr_loss)  # the benchmark swaps in a naive reference
-
-    def __init__(
-        self,
-        task,
-        sentence_avg,
-        label_smoothing,
-        density_ratio_threshold=1.0,
-        density_min_weight=0.0,
-        density_ratio_warmup_updates=0,
-        ignore_prefix_size=0,
-        report_accuracy=False,
-        fused_output=False,
-    ):
+    def __init__(self, task, sentence_avg, label_smoothing=0.0, density_ratio_threshold=1.0,
+                 density_min_weight=0.0, density_ratio_warmup_updates=0, ignore_prefix_size=0,
+                 report_accuracy=False, fused_output=False, ddp_backend=None):
         check_range("--density-ratio-threshold", density_ratio_threshold, 0.0, 1.0)
         check_range("--density-min-weight", density_min_weight, 0.0, 1.0)
-        check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
         check_non_negative("--density-ratio-warmup-updates", density_ratio_warmup_updates)
-        super().__init__(
-            task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy
-        )
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
+                         report_accuracy, fused_output, ddp_backend)
         self.gamma = density_ratio_threshold
         self.min_weight = density_min_weight
         self.warmup_updates = density_ratio_warmup_updates
-        self.fused_output = fused_output
 
     def current_gamma(self, training: bool) -> float:
         """gamma in force: in training, the warm-up ramp at the trainer's update count;
@@ -96,40 +76,20 @@ class TailrCriterion(FusedOutputMixin, LabelSmoothedCrossEntropyCriterion):
             return self.gamma
         return scheduled_gamma(self.gamma, self.warmup_updates, trainer_num_updates())
 
-    def forward(self, model, sample, reduce=True):
-        """Loss, sample size and logging outputs for one batch."""
-        gamma = self.current_gamma(model.training)
-        net_output = counted = None
-        fused = self.fused_inputs(model, sample)
-        if fused is not None:
-            (loss, nll_loss, weight_sum), n_correct = fused_tailr_loss(
-                *fused.projection, fused.target, gamma, self.min_weight, self.eps, self.padding_idx,
-                self.report_accuracy,
-            )  # fmt: skip
-            target, counted = fused.target, (n_correct, fused.target)
-        else:
-            net_output = model(**sample["net_input"])
-            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
-            loss, nll_loss, weight_sum = self.loss_function(
-                lprobs, target, gamma, self.min_weight, self.eps, self.padding_idx
-            )
-        ntokens = sample["ntokens"]
-        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
-        # Tokens the weights were averaged over (ntokens less any ignored prefix).
-        count = target.ne(self.padding_idx).sum().data if self.ignore_prefix_size > 0 else ntokens
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_loss.data,
-            "ntokens": ntokens,
-            "nsentences": sample["target"].size(0),
-            "sample_size": sample_size,
-            "tailr_weight_sum": weight_sum.data,
+    def compute_loss(self, model, source, target, sample):
+        """TaiLr's sums at the gamma in force."""
+        self._gamma_now = self.current_gamma(model.training)
+        return tailr_loss(source, target, self._gamma_now, self.min_weight, self.eps,
+                          self.padding_idx, self.report_accuracy)
+
+    def logging_extras(self, sums, target, sample):
+        """The weights' sum, the tokens they were averaged over, gamma times those."""
+        count = self.target_count(target, sample)
+        return {
+            "tailr_weight_sum": sums["weight"].data,
             "tailr_weight_count": count,
-            "tailr_gamma_sum": gamma * count,  # summable across workers
+            "tailr_gamma_sum": self._gamma_now * count,  # summable across workers
         }
-        if self.report_accuracy:
-            add_accuracy(self, model, net_output, sample, logging_output, counted)
-        return loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

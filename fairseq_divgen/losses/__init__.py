@@ -1,48 +1,55 @@
-"""Pure-torch loss functions (no fairseq imports), one concept per module."""
-from .error_norm import ErrorNormLoss, error_norm_truncated_loss, error_norms, squared_probability_sums
-from .fused_losses import (
-    fused_error_norm_truncated_loss,
-    fused_lfd_loss,
-    fused_loss_truncation_loss,
-    fused_mixce_loss,
-    fused_tailr_loss,
-    fused_truncated_nll_loss,
-    fused_unlikelihood_loss,
+"""The objectives as pure torch (no fairseq imports), each defined once.
+
+Each objective is a :class:`ChunkObjective` (its sums and closed-form gradient for a
+chunk of rows, in its own module) with one function that runs it through
+:func:`chunked_loss` over any source: a model's logits, :class:`LogProbs`, or a
+:class:`Projection` (features and output layer, the fused path).
+"""
+from .chunked import ChunkObjective, FrozenLogits, LogProbs, Projection, chunked_loss
+from .error_norm import ErrorNormObjective, error_norm_truncated_loss
+from .lfd import LfdObjective, lfd_loss
+from .loss_truncation import (
+    LossHistory,
+    SequenceTruncationObjective,
+    linear_quantile,
+    loss_truncation_loss,
+    mark_used,
 )
-from .fused_output import Projection, fused_output_loss
-from .lfd import LfdLoss, lfd_loss
-from .loss_truncation import LossHistory, LossTruncationLoss, linear_quantile, loss_truncation_loss
-from .mixce import mixce_loss
-from .tailr import scheduled_gamma, tailr_loss, tailr_weights
-from .truncation import keep_mask_lowest, truncated_nll_loss
-from .unlikelihood import UnlikelihoodLoss, log1mexp, previous_token_candidates, unlikelihood_loss
+from .mixce import MixceObjective, mixce_loss
+from .tailr import TailrObjective, scheduled_gamma, tailr_loss, tailr_weights
+from .truncation import LabelSmoothedObjective, keep_mask_lowest, num_kept, truncated_nll_loss
+from .unlikelihood import (
+    UnlikelihoodObjective,
+    log1mexp,
+    previous_token_candidates,
+    unlikelihood_loss,
+)
 
 __all__ = [
-    "ErrorNormLoss",
-    "LfdLoss",
+    "ChunkObjective",
+    "ErrorNormObjective",
+    "FrozenLogits",
+    "LabelSmoothedObjective",
+    "LfdObjective",
+    "LogProbs",
     "LossHistory",
-    "LossTruncationLoss",
+    "MixceObjective",
     "Projection",
-    "UnlikelihoodLoss",
+    "SequenceTruncationObjective",
+    "TailrObjective",
+    "UnlikelihoodObjective",
+    "chunked_loss",
     "error_norm_truncated_loss",
-    "error_norms",
-    "fused_error_norm_truncated_loss",
-    "fused_lfd_loss",
-    "fused_loss_truncation_loss",
-    "fused_mixce_loss",
-    "fused_output_loss",
-    "fused_tailr_loss",
-    "fused_truncated_nll_loss",
-    "fused_unlikelihood_loss",
     "keep_mask_lowest",
     "lfd_loss",
     "linear_quantile",
     "log1mexp",
     "loss_truncation_loss",
+    "mark_used",
     "mixce_loss",
+    "num_kept",
     "previous_token_candidates",
     "scheduled_gamma",
-    "squared_probability_sums",
     "tailr_loss",
     "tailr_weights",
     "truncated_nll_loss",

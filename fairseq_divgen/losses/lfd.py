@@ -9,9 +9,9 @@ Hong et al., "Learning to Diversify Neural Text Generation via Degenerative Mode
 (log_softmax is shift invariant, so the degenerative model's logits serve as well as
 its log-probabilities), plus ``lambda`` times the main model's own NLL.
 
-``main_eos=True`` keeps the end-of-sentence decision out of the product: the
-probability of EOS is the main model's own, and only the choice among the other
-symbols is a product of experts,
+By default (``eos_in_product=False``) the end-of-sentence decision stays out of the
+product: the probability of EOS is the main model's own, and only the choice among
+the other symbols is a product of experts,
 
     p(eos) = q_main(eos),
     p(v)   = (1 - q_main(eos)) * q_main(v) q_degen(v)^beta / sum_{u != eos} q_main(u) q_degen(u)^beta.
@@ -19,11 +19,11 @@ symbols is a product of experts,
 A degenerative model is sure of EOS where the data is not, and under the plain
 product the main model learns to cancel that by giving EOS too little probability
 everywhere; generating alone, it then does not stop (docs/lfd.md).
+``eos_in_product=True`` is the paper's objective exactly.
 
-The loss and its gradient with respect to the main model's logits are computed
-together, in chunks of tokens, in closed form (no autograd graph over the
-vocabulary): with ``s = z + beta * z_degen``, ``P = softmax(s)``, ``Q = softmax(z)`` and
-fairseq's smoothing ``eps_i = eps / (V - 1)``,
+The gradient with respect to the main model's logits, in closed form: with
+``s = z + beta * z_degen``, ``P = softmax(s)``, ``Q = softmax(z)`` and fairseq's smoothing
+``eps_i = eps / (V - 1)``,
 
     dL/dz = (1 - eps - eps_i) (P - onehot(y)) + eps_i (V P - 1) + lambda (Q - onehot(y)),
 
@@ -34,34 +34,16 @@ EOS, ``Q'`` = the same of ``z``, both 0 at EOS):
                       R - onehot(y) + Q - Q'        otherwise;
     d(-sum_v log p(v))/dz = V Q - 1 + (V - 1) (R - Q').
 
-Only that gradient, one (N, V) tensor, is kept for the backward pass: no
-log-softmax of either model, no product distribution, and no vocabulary-sized work
-for the degenerative model beyond its logits.
+No log-softmax of either model and no product distribution is kept; the degenerative
+model costs nothing vocabulary-sized beyond its logits (docs/algorithms.md).
 """
-from typing import NamedTuple, Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 from torch import Tensor
 
-from .fused_output import Projection
-
-# Rows per chunk: about this many elements per (rows, V) temporary (16 MiB in fp32).
-CHUNK_ELEMENTS = 1 << 22
-# On the CPU the elementwise math of a chunk runs on blocks of about this many
-# elements (1 MiB in fp32): its dozen (rows, V) temporaries then stay in the core's
-# caches: measured about twice as fast as on whole chunks at V = 32k (python -m
-# benchmarks.loss_stage). Accelerators take a chunk at once (fewer kernel launches).
-CPU_BLOCK_ELEMENTS = 1 << 18
-
-
-class LfdLoss(NamedTuple):
-    """Sums over non-pad tokens (the loss and what the criterion logs)."""
-
-    loss: Tensor  # the objective: PoE term (label smoothed) + lambda * main NLL
-    poe_nll: Tensor  # -log p_poe(y_t)
-    main_nll: Tensor  # -log q_main(y_t): what generation uses
-    main_eos_nll: Tensor  # -log q_main(eos) at gold-EOS positions (0 without eos_index)
-    degen_nll: Optional[Tensor]  # -log q_degen(y_t), computed without gradient only (validation)
+from .chunked import ChunkObjective, FrozenLogits, Projection, Source, chunked_loss, requires_grad
+from .chunking import block_rows
 
 
 def _shifted_exp(x: Tensor, skip: Optional[int] = None):
@@ -84,220 +66,167 @@ def _scaled(e: Tensor, coef: Tensor, out: Optional[Tensor]) -> Tensor:
     return e.mul_(coef) if out is None else torch.mul(e, coef, out=out)
 
 
-def _chunk(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
-    """Sums (loss, poe_nll, main_nll, main_eos_nll, degen_nll) and dL/dz of some rows.
+class LfdObjective(ChunkObjective):
+    """LFD's objective over chunks of the main model's logits; the degenerative model's
+    logits of the same rows come from ``degenerative`` (a :class:`FrozenLogits`, or None
+    when ``beta`` is 0). ``degen_nll``, its own NLL, is computed only without gradient
+    (validation)."""
 
-    Everything in fp32 (fp64 for fp64 inputs); ``zd`` may be None (beta = 0). The
-    gradient goes into ``out`` when given (an accumulator-dtype tensor of ``z``'s
-    shape). On the CPU the rows are taken ``CPU_BLOCK_ELEMENTS`` elements at a time.
-    """
-    n = z.size(0)
-    rows = max(1, CPU_BLOCK_ELEMENTS // max(1, z.size(-1))) if z.device.type == "cpu" else n
-    if n <= rows:
-        return _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out)
-    acc = torch.promote_types(z.dtype, torch.float32)
-    grad = None
-    if want_grad:
-        grad = out if out is not None else torch.empty(z.shape, dtype=acc, device=z.device)
-    sums = torch.zeros(5, dtype=acc, device=z.device)
-    for start in range(0, n, rows):
-        sl = slice(start, min(start + rows, n))
-        part, _ = _block(
-            z[sl], None if zd is None else zd[sl], t[sl], beta, lam, eps, pad, eos,
-            main_eos, want_grad, None if grad is None else grad[sl],
-        )  # fmt: skip
-        sums += part
-    return sums, grad
+    names = ("loss", "poe_nll", "main_nll", "main_eos_nll", "degen_nll")
 
+    def __init__(self, target, degenerative: Optional[FrozenLogits], beta, mle_weight, epsilon,
+                 pad, eos=None, eos_in_product=False, accuracy=False):
+        super().__init__(target, pad, accuracy)
+        if not eos_in_product and eos is None:
+            raise ValueError("EOS outside the product (eos_in_product=False) needs eos_index")
+        if beta != 0.0 and degenerative is None:
+            raise ValueError("beta != 0 needs the degenerative model's logits")
+        self.degenerative = degenerative
+        self.beta, self.lam, self.eps = float(beta), float(mle_weight), float(epsilon)
+        self.eos, self.eos_in_product = eos, bool(eos_in_product)
 
-def _block(z, zd, t, beta, lam, eps, pad, eos, main_eos, want_grad, out=None):
-    """:func:`_chunk` of rows that are taken at once (the gradient into ``out`` if given).
-
-    The gradient is assembled from the two unnormalised exponentials with per-row
-    coefficients (normalisers, pad mask and weights folded into them), in three
-    passes over the block, and pad rows come out 0 without a pass of their own.
-    """
-    acc = torch.promote_types(z.dtype, torch.float32)
-    z = z.to(acc)
-    vocab = z.size(-1)
-    t = t.view(-1, 1)
-    padm = t.eq(pad)
-    keep = (~padm).to(acc)  # per-row factor of every gradient term
-    eps_i = eps / (vocab - 1)
-    w = 1.0 - eps - eps_i  # weight of the NLL term of fairseq's label smoothing
-    degen_nll = z.new_zeros(())
-    if zd is not None:
-        zd = zd.to(acc)
-        if not want_grad:  # frozen: its NLL is a validation diagnostic (one exp pass)
-            degen_nll = (zd.logsumexp(-1, keepdim=True) - zd.gather(-1, t)).masked_fill(padm, 0.0).sum()
-    s = torch.add(z, zd, alpha=beta) if (zd is not None and beta != 0.0) else z  # never written
-    z_gold, s_gold = z.gather(-1, t), s.gather(-1, t)
-    s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
-    grad = None
-    smooth = None
-    if not main_eos:
-        e_z = None
-        if want_grad and lam != 0.0:
-            m_z, e_z, total_z = _shifted_exp(z)
-            lse_z = m_z + total_z.log()
-        else:
-            lse_z = z.logsumexp(-1, keepdim=True)
+    def chunk(self, z, t, rows, want_grad, out):
+        n = z.size(0)
+        zd = None if self.degenerative is None else self.degenerative(rows)
+        block = block_rows(z.device, z.size(-1), n)
+        if block >= n:
+            return self._block(z, zd, t, want_grad, out)
+        grad = None
         if want_grad:
-            m_s, e_s, total_s = _shifted_exp(s)
-            lse_s = m_s + total_s.log()
-        else:
-            lse_s = s.logsumexp(-1, keepdim=True)
-        poe_gold = s_gold - lse_s
-        if eps > 0.0:
-            smooth = vocab * lse_s - s_sum
-        if want_grad:
-            # w (P - onehot) + eps_i (V P - 1) + lambda (Q - onehot)
-            grad = _scaled(e_s, keep * ((w + vocab * eps_i) / total_s), out)  # (w + V eps_i) P
-            if e_z is not None:
-                grad.addcmul_(e_z, keep * (lam / total_z))  # + lambda Q
-            if eps > 0.0:
-                grad.sub_(keep * eps_i)
-            grad.scatter_add_(-1, t, keep * -(w + lam))
-    else:
-        e = eos
-        is_eos = t.eq(e)
-        # Q' (softmax of z without EOS, 0 at EOS) = e_z / total_z; B = its log-normaliser
-        m_z, e_z, total_z, ez_eos = _shifted_exp(z, skip=e)
-        lse_z_rest = m_z + total_z.log()
-        lse_z = torch.logaddexp(lse_z_rest, m_z + ez_eos.log())
-        log_eos = z[:, e : e + 1] - lse_z  # log Q(eos)
-        log_not_eos = lse_z_rest - lse_z  # log(1 - Q(eos)), stably
-        m_s, e_s, total_s, _ = _shifted_exp(s, skip=e)  # R = e_s / total_s (0 at EOS)
-        others = m_s + total_s.log()  # A
-        poe_gold = torch.where(is_eos, log_eos, s_gold - others + log_not_eos)
-        if eps > 0.0:
-            smooth = -(log_eos + (s_sum - s[:, e : e + 1]) - (vocab - 1) * (others - log_not_eos))
-        if want_grad:
-            # w [R + Q - Q' (y != eos) | Q (y = eos)] - (w + lambda) onehot(y)
-            #   + eps_i [V Q - 1 + (V - 1)(R - Q')] + lambda Q
-            # = c (R - Q') + k Q - eps_i - (w + lambda) onehot(y),
-            # with c = w [y != eos] + (V - 1) eps_i and k = w + V eps_i + lambda.
-            # Off EOS, Q = (1 - Q(eos)) Q', so that is c R + (k (1 - Q(eos)) - c) Q' - eps_i;
-            # at EOS (R = Q' = 0 there) it is k Q(eos) - eps_i.
-            c = (~is_eos).to(acc) * w + (vocab - 1) * eps_i
-            k = w + vocab * eps_i + lam
-            grad = _scaled(e_s, keep * c / total_s, out)
-            grad.addcmul_(e_z, keep * (k * log_not_eos.exp() - c) / total_z)
-            if eps > 0.0:
-                grad.sub_(keep * eps_i)
-            grad[:, e : e + 1] = keep * (k * log_eos.exp() - eps_i)
-            grad.scatter_add_(-1, t, keep * -(w + lam))
-    main_gold = z_gold - lse_z
-    main_nll = (-main_gold).masked_fill(padm, 0.0).sum()
-    main_eos_nll = (-main_gold).masked_fill(t.ne(eos), 0.0).sum() if eos is not None else main_nll.new_zeros(())
-    poe_nll = (-poe_gold).masked_fill(padm, 0.0).sum()
-    loss = poe_nll
-    if smooth is not None:
-        loss = w * poe_nll + eps_i * smooth.masked_fill(padm, 0.0).sum()
-    if lam != 0.0:
-        loss = loss + lam * main_nll
-    return torch.stack([loss, poe_nll, main_nll, main_eos_nll, degen_nll]), grad
-
-
-def degen_rows(zd: Union[Tensor, Projection, None], rows: slice) -> Optional[Tensor]:
-    """The degenerative model's logits of ``rows``: a slice of its (N, V) logits, or
-    made from its features (a :class:`Projection`) only for those rows."""
-    if zd is None:
-        return None
-    return zd.logits(rows) if isinstance(zd, Projection) else zd[rows]
-
-
-class _LfdObjective(torch.autograd.Function):
-    """The LFD sums; the gradient w.r.t. the main logits is computed in the forward."""
-
-    @staticmethod
-    def forward(ctx, z, zd, t, beta, lam, eps, pad, eos, main_eos):
-        rows = max(1, CHUNK_ELEMENTS // max(1, z.size(-1)))
-        want_grad = ctx.needs_input_grad[0]
-        acc = torch.promote_types(z.dtype, torch.float32)
-        grad = torch.empty(z.shape, dtype=acc, device=z.device) if want_grad else None
-        sums = torch.zeros(5, dtype=acc, device=z.device)
-        for start in range(0, z.size(0), rows):
-            stop = min(start + rows, z.size(0))
-            part, _ = _chunk(
-                z[start:stop], degen_rows(zd, slice(start, stop)), t[start:stop],
-                beta, lam, eps, pad, eos, main_eos, want_grad,
-                out=None if grad is None else grad[start:stop],
-            )  # fmt: skip
+            grad = out if out is not None else torch.empty_like(z)
+        sums = z.new_zeros(len(self.names))
+        for start in range(0, n, block):
+            sl = slice(start, min(start + block, n))
+            part, _ = self._block(z[sl], None if zd is None else zd[sl], t[sl], want_grad,
+                                  None if grad is None else grad[sl])
             sums += part
-        ctx.save_for_backward(grad)
-        ctx.z_dtype = z.dtype
-        stats = sums[1:]
-        ctx.mark_non_differentiable(stats)
-        return sums[0].clone(), stats
+        return sums, grad
 
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_stats):
-        (grad,) = ctx.saved_tensors
-        # In place: the stored gradient is used once (fairseq never retains the graph),
-        # so backward needs no second (N, V) tensor in fp32.
-        return grad.mul_(grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
-
-
-def _main_model_only(z, zd, target, lam, eps, pad, eos) -> LfdLoss:
-    """beta = 0: the product is the main model itself, so the objective is fairseq's
-    label-smoothed cross-entropy plus lambda times the NLL (plain autograd)."""
-    target = target.view(-1, 1)
-    padm = target.eq(pad)
-    lprobs = torch.log_softmax(z, dim=-1, dtype=torch.float32)
-    gold = lprobs.gather(-1, target)
-    nll = (-gold).masked_fill(padm, 0.0).sum()
-    loss = nll
-    if eps > 0.0:
-        eps_i = eps / (lprobs.size(-1) - 1)
-        smooth = (-lprobs.sum(-1, keepdim=True)).masked_fill(padm, 0.0).sum()
-        loss = (1.0 - eps - eps_i) * nll + eps_i * smooth
-    if lam != 0.0:
-        loss = loss + lam * nll
-    with torch.no_grad():
-        eos_nll = (-gold).masked_fill(target.ne(eos), 0.0).sum() if eos is not None else nll.new_zeros(())
-        degen_nll = None
+    def _block(self, z, zd, t, want_grad, out):
+        """Sums and dL/dz of rows taken at once (the gradient into ``out`` if given),
+        assembled from the two unnormalised exponentials with per-row coefficients
+        (normalisers, pad mask and weights folded into them), in three passes."""
+        beta, lam, eps, eos = self.beta, self.lam, self.eps, self.eos
+        vocab = z.size(-1)
+        padm = t.eq(self.pad)
+        keep = (~padm).to(z.dtype)  # per-row factor of every gradient term
+        eps_i = eps / (vocab - 1)
+        w = 1.0 - eps - eps_i  # weight of the NLL term of fairseq's label smoothing
+        degen_nll = z.new_zeros(())
         if zd is not None:
-            d = degen_rows(zd, slice(None)).float()
-            degen_nll = (d.logsumexp(-1, keepdim=True) - d.gather(-1, target)).masked_fill(padm, 0.0).sum()
-    return LfdLoss(loss, nll.detach(), nll.detach(), eos_nll, degen_nll)
+            zd = zd.to(z.dtype)
+            if not want_grad:  # frozen: its NLL is a validation diagnostic (one exp pass)
+                degen_gold = zd.logsumexp(-1, keepdim=True) - zd.gather(-1, t)
+                degen_nll = degen_gold.masked_fill(padm, 0.0).sum()
+        s = torch.add(z, zd, alpha=beta) if (zd is not None and beta != 0.0) else z  # never written
+        z_gold, s_gold = z.gather(-1, t), s.gather(-1, t)
+        s_sum = s.sum(-1, keepdim=True) if eps > 0.0 else None
+        grad = None
+        smooth = None
+        if self.eos_in_product:
+            if want_grad:
+                m_s, e_s, total_s = _shifted_exp(s)
+                lse_s = m_s + total_s.log()
+                if s is z:  # beta = 0: Q = P
+                    e_z, total_z, lse_z = None, total_s, lse_s
+                elif lam != 0.0:
+                    m_z, e_z, total_z = _shifted_exp(z)
+                    lse_z = m_z + total_z.log()
+                else:
+                    e_z, lse_z = None, z.logsumexp(-1, keepdim=True)
+            else:
+                lse_s = s.logsumexp(-1, keepdim=True)
+                lse_z = lse_s if s is z else z.logsumexp(-1, keepdim=True)
+            poe_gold = s_gold - lse_s
+            if eps > 0.0:
+                smooth = vocab * lse_s - s_sum
+            if want_grad:
+                # w (P - onehot) + eps_i (V P - 1) + lambda (Q - onehot)
+                coef = w + vocab * eps_i + (lam if s is z else 0.0)
+                grad = _scaled(e_s, keep * (coef / total_s), out)
+                if e_z is not None:
+                    grad.addcmul_(e_z, keep * (lam / total_z))  # + lambda Q
+                if eps > 0.0:
+                    grad.sub_(keep * eps_i)
+                grad.scatter_add_(-1, t, keep * -(w + lam))
+        else:
+            is_eos = t.eq(eos)
+            # Q' (softmax of z without EOS, 0 at EOS) = e_z / total_z; its log-normaliser
+            m_z, e_z, total_z, ez_eos = _shifted_exp(z, skip=eos)
+            lse_z_rest = m_z + total_z.log()
+            lse_z = torch.logaddexp(lse_z_rest, m_z + ez_eos.log())
+            log_eos = z[:, eos : eos + 1] - lse_z  # log Q(eos)
+            log_not_eos = lse_z_rest - lse_z  # log(1 - Q(eos)), stably
+            m_s, e_s, total_s, _ = _shifted_exp(s, skip=eos)  # R = e_s / total_s (0 at EOS)
+            others = m_s + total_s.log()
+            poe_gold = torch.where(is_eos, log_eos, s_gold - others + log_not_eos)
+            if eps > 0.0:
+                rest = s_sum - s[:, eos : eos + 1]
+                smooth = -(log_eos + rest - (vocab - 1) * (others - log_not_eos))
+            if want_grad:
+                # w [R + Q - Q' (y != eos) | Q (y = eos)] - (w + lambda) onehot(y)
+                #   + eps_i [V Q - 1 + (V - 1)(R - Q')] + lambda Q
+                # = c (R - Q') + k Q - eps_i - (w + lambda) onehot(y),
+                # with c = w [y != eos] + (V - 1) eps_i and k = w + V eps_i + lambda.
+                # Off EOS, Q = (1 - Q(eos)) Q', so that is c R + (k (1 - Q(eos)) - c) Q' - eps_i;
+                # at EOS (R = Q' = 0 there) it is k Q(eos) - eps_i.
+                c = (~is_eos).to(z.dtype) * w + (vocab - 1) * eps_i
+                k = w + vocab * eps_i + lam
+                grad = _scaled(e_s, keep * c / total_s, out)
+                grad.addcmul_(e_z, keep * (k * log_not_eos.exp() - c) / total_z)
+                if eps > 0.0:
+                    grad.sub_(keep * eps_i)
+                grad[:, eos : eos + 1] = keep * (k * log_eos.exp() - eps_i)
+                grad.scatter_add_(-1, t, keep * -(w + lam))
+        main_gold = z_gold - lse_z
+        main_nll = (-main_gold).masked_fill(padm, 0.0).sum()
+        if eos is not None:
+            main_eos_nll = (-main_gold).masked_fill(t.ne(eos), 0.0).sum()
+        else:
+            main_eos_nll = main_nll.new_zeros(())
+        poe_nll = (-poe_gold).masked_fill(padm, 0.0).sum()
+        loss = poe_nll
+        if smooth is not None:
+            loss = w * poe_nll + eps_i * smooth.masked_fill(padm, 0.0).sum()
+        if lam != 0.0:
+            loss = loss + lam * main_nll
+        return torch.stack([loss, poe_nll, main_nll, main_eos_nll, degen_nll]), grad
 
 
 def lfd_loss(
-    main_logits: Tensor,
-    degen_logits: Union[Tensor, Projection, None],
+    source: Source,
+    degenerative: Union[Tensor, Projection, FrozenLogits, None],
     target: Tensor,
     beta: float,
     mle_weight: float,
     epsilon: float = 0.0,
     ignore_index: int = -100,
     eos_index: Optional[int] = None,
-    main_eos: bool = False,
-) -> LfdLoss:
+    eos_in_product: bool = False,
+    accuracy: bool = False,
+    rows: Optional[int] = None,
+) -> Dict[str, Tensor]:
     """Summed LFD loss ``sum_t -log p_poe(y_t) + lambda * sum_t -log q_main(y_t)``.
 
-    ``main_logits``: (N, V) scores of the main model (any dtype; reduced in fp32).
-    ``degen_logits``: (N, V) logits (or log-probabilities) of the frozen degenerative
-    model, or a :class:`Projection` of its features that makes them a chunk of rows at
-    a time (so its (N, V) logits never exist); never differentiated; may be None when
-    ``beta`` is 0. ``target``: (N,).
-    With ``epsilon`` > 0 the PoE term is label smoothed as fairseq's
-    ``label_smoothed_nll_loss`` does (``eps_i = eps / (V - 1)``). ``eos_index`` is
-    needed for ``main_eos`` and for the ``main_eos_nll`` diagnostic. Only ``loss``
-    carries a gradient (to ``main_logits``).
+    ``source``: the main model's (N, V) logits or its :class:`Projection`.
+    ``degenerative``: the frozen model's (N, V) logits (or log-probabilities), its
+    :class:`Projection` (its logits then made a chunk of rows at a time), or a
+    :class:`FrozenLogits` of either; never
+    differentiated; may be None when ``beta`` is 0. ``target``: N targets.
+    With ``epsilon`` > 0 the product's term is label smoothed as fairseq's
+    ``label_smoothed_nll_loss`` does (``eps_i = eps / (V - 1)``). ``eos_index`` is needed
+    for EOS outside the product and for the ``main_eos_nll`` diagnostic.
+
+    Returns ``loss`` (the only sum with a gradient), ``poe_nll``, ``main_nll`` (what
+    generation uses), ``main_eos_nll`` (at gold-EOS positions), and, computed without
+    gradient only (validation), ``degen_nll``.
     """
-    if main_eos and eos_index is None:
-        raise ValueError("main_eos needs eos_index")
-    if beta != 0.0 and degen_logits is None:
-        raise ValueError("beta != 0 needs the degenerative model's logits")
-    zd = degen_logits.detach() if isinstance(degen_logits, Tensor) else degen_logits
-    if beta == 0.0 and not main_eos:
-        return _main_model_only(main_logits, zd, target, mle_weight, epsilon, ignore_index, eos_index)
-    loss, stats = _LfdObjective.apply(
-        main_logits, zd, target.reshape(-1), float(beta), float(mle_weight),
-        float(epsilon), ignore_index, eos_index, bool(main_eos),
-    )  # fmt: skip
-    poe_nll, main_nll, main_eos_nll, degen_nll = stats.unbind(0)
-    no_degen_nll = zd is None or (torch.is_grad_enabled() and main_logits.requires_grad)
-    return LfdLoss(loss, poe_nll.detach(), main_nll.detach(), main_eos_nll.detach(),
-                   None if no_degen_nll else degen_nll.detach())  # fmt: skip
+    frozen = degenerative
+    if degenerative is not None and not isinstance(degenerative, FrozenLogits):
+        frozen = FrozenLogits(degenerative)
+    objective = LfdObjective(target, frozen, beta, mle_weight, epsilon, ignore_index, eos_index,
+                             eos_in_product, accuracy)
+    out = chunked_loss(source, objective, rows)
+    if frozen is None or requires_grad(source):
+        del out["degen_nll"]
+    return out

@@ -12,62 +12,90 @@ target tokens, as the authors' ``loss_dropper`` aggregates it ("by sequence", wi
 the mean), without the padding that their example's mean over the padded length
 counts. The kept sequences contribute their token sums, as fairseq's cross-entropy
 does. :class:`LossHistory` keeps the recent sequence losses and the cutoff, on the
-device, without host synchronisation.
+device, without host synchronisation (docs/algorithms.md).
 """
 import math
-from typing import List, NamedTuple, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .chunked import (
+    ChunkObjective,
+    Source,
+    accumulator_dtype,
+    chunked_loss,
+    source_dtype,
+    source_shape,
+)
+from .chunking import chunk_rows
+from .softmax import label_smoothed, softmax_rows
 
-class LossTruncationLoss(NamedTuple):
-    """Sums over non-pad tokens (and counts) of a batch."""
 
-    loss: Tensor  # label-smoothed NLL of the kept sequences' tokens (all, with truncate=False)
-    nll: Tensor  # plain NLL of every token
-    sequence_nll: Tensor  # (B,) mean NLL of each sequence (detached; NaN if it has no token)
-    kept_sequences: Tensor  # sequences whose loss is at most the cutoff
-    kept_tokens: Tensor  # their non-pad tokens
+class SequenceTruncationObjective(ChunkObjective):
+    """Over chunks of whole sequences (length ``T``): each sequence's mean NLL (written
+    into ``sequence_nll``, NaN for a sequence without target tokens) against
+    ``cutoff``, then fairseq's label-smoothed NLL of the kept sequences' tokens (of all,
+    unless ``truncate``)."""
+
+    names = ("loss", "nll", "kept_sequences", "kept_tokens")
+
+    def __init__(self, target, cutoff, epsilon, pad, truncate, sequence_nll, accuracy=False):
+        super().__init__(target, pad, accuracy)
+        self.length = target.size(1)
+        self.cutoff, self.eps, self.truncate = cutoff, epsilon, truncate
+        self.sequence_nll = sequence_nll
+
+    def chunk(self, z, t, rows, want_grad, out):
+        length = self.length
+        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        tokens = real.view(-1, length).sum(1)
+        seq_nll = (nll.view(-1, length).sum(1) / tokens).masked_fill(tokens == 0, math.nan)
+        self.sequence_nll[rows.start // length : rows.stop // length] = seq_nll
+        keep_seq = seq_nll.le(self.cutoff) | (tokens == 0)
+        keep = keep_seq.unsqueeze(1).expand(-1, length).reshape(-1, 1) & real
+        used = keep if self.truncate else real
+        loss, grad = label_smoothed(z, t, lse, q, nll, used, self.eps, want_grad)
+        kept_tokens = tokens.masked_fill(~keep_seq, 0).sum()
+        sums = [loss, nll.sum(), keep_seq.sum().to(z.dtype), kept_tokens.to(z.dtype)]
+        return torch.stack(sums), grad
 
 
 def loss_truncation_loss(
-    lprobs: Tensor,
+    source: Source,
     target: Tensor,
     cutoff: Union[float, Tensor],
     epsilon: float = 0.0,
     ignore_index: int = -100,
     truncate: bool = True,
-) -> LossTruncationLoss:
-    """Label-smoothed NLL (fairseq's ``eps_i = eps / (V - 1)`` convention) of the
-    sequences whose mean token NLL is at most ``cutoff``.
+    accuracy: bool = False,
+    rows: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """Label-smoothed NLL (fairseq's ``eps_i = eps / (V - 1)``) of the sequences whose mean
+    token NLL is at most ``cutoff``: ``loss``, ``nll`` (plain NLL of every token),
+    ``sequence_nll`` (B,), ``kept_sequences`` and ``kept_tokens``.
 
-    ``lprobs``: (B * T, V) log-probabilities of ``target``: (B, T). ``cutoff`` +inf
-    keeps everything (fairseq's ``label_smoothed_nll_loss``); with ``truncate`` False
-    the loss runs over every sequence and only the counts follow the cutoff.
+    ``source``: B * T rows of ``target`` (B, T). ``cutoff`` +inf keeps everything
+    (fairseq's ``label_smoothed_nll_loss``); with ``truncate`` False the loss runs over
+    every sequence and only the counts follow the cutoff. Chunks hold whole sequences
+    (``rows``, if given, must be a multiple of T).
     """
     batch, length = target.shape
-    flat = target.reshape(-1, 1)
-    pad = flat.eq(ignore_index)
-    acc = torch.promote_types(lprobs.dtype, torch.float32)
-    nll = -lprobs.gather(dim=-1, index=flat).to(acc)
-    nll.masked_fill_(pad, 0.0)
-    with torch.no_grad():
-        tokens = (~pad).view(batch, length).sum(1)
-        # NaN for a sequence without target tokens (e.g. all of it an ignored prefix):
-        # it has nothing to rank, and LossHistory skips NaN entries.
-        seq_nll = (nll.detach().view(batch, length).sum(1) / tokens).masked_fill(tokens == 0, math.nan)
-        keep_seq = seq_nll.le(cutoff) | (tokens == 0)
-        keep = keep_seq.unsqueeze(1).expand(batch, length).reshape(-1, 1) & ~pad
-    drop = ~keep if truncate else pad
-    loss = nll.masked_fill(drop, 0.0).sum()
-    if epsilon > 0.0:
-        eps_i = epsilon / (lprobs.size(-1) - 1)
-        smooth = (-lprobs.sum(dim=-1, keepdim=True, dtype=acc)).masked_fill(drop, 0.0).sum()
-        loss = (1.0 - epsilon - eps_i) * loss + eps_i * smooth
-    return LossTruncationLoss(
-        loss, nll.detach().sum(), seq_nll, keep_seq.sum(), tokens.masked_fill(~keep_seq, 0).sum()
+    _, vocab = source_shape(source)
+    device = target.device
+    rows = rows or chunk_rows(device, vocab, multiple=length)
+    if rows % length:
+        raise ValueError(f"rows per chunk ({rows}) must be a multiple of the length {length}")
+    acc = accumulator_dtype(source_dtype(source))
+    seq_nll = torch.full((batch,), math.nan, dtype=acc, device=device)
+    objective = SequenceTruncationObjective(
+        target, cutoff, epsilon, ignore_index, truncate, seq_nll, accuracy
     )
+    out = chunked_loss(source, objective, rows)
+    out["kept_sequences"] = out["kept_sequences"].long()
+    out["kept_tokens"] = out["kept_tokens"].long()
+    out["sequence_nll"] = seq_nll
+    return out
 
 
 def linear_quantile(values: Tensor, count: Tensor, q: float) -> Tensor:
@@ -93,18 +121,26 @@ class LossHistory:
       is new, the sequence losses recorded during the previous update enter the
       history (so an update never sees its own losses, and every micro-batch of an
       update sees the same cutoff);
+    - a recorded batch may carry a flag (a 0-dim bool tensor) that says whether its
+      update really used it: an unset flag turns its losses into padding when they
+      enter (fairseq's dummy batches, a forward whose backward ran out of memory);
+    - ``gather``, if given, turns the update's recorded batches (a list of 1-D tensors)
+      into the losses that enter, e.g. those of every data-parallel worker;
     - the history is a ring buffer of the last ``recompute`` losses;
     - the cutoff is +inf (plain MLE) until ``min_count`` losses have entered; then it
       is the (1 - dropc) quantile of the buffer, recomputed whenever ``recompute``
       new losses have entered since it was last computed. dropc = 0 never truncates.
 
-    Everything lives on the losses' device; nothing is read back to the host.
+    Everything lives on the losses' device; nothing is read back to the host. NaN
+    entries are padding and never enter.
     """
 
-    def __init__(self, dropc: float, min_count: int, recompute: int):
+    def __init__(self, dropc: float, min_count: int, recompute: int,
+                 gather: Optional[Callable[[List[Tensor]], Tensor]] = None):
         self.dropc, self.min_count, self.capacity = dropc, min_count, recompute
+        self.gather = gather
         self.step: Optional[int] = None  # the update whose losses are pending
-        self.pending: List[Tensor] = []
+        self.pending: List[Tuple[Tensor, Optional[Tensor]]] = []
         self.values: Optional[Tensor] = None  # capacity + 1 slots; the last one is scratch
         self.total = self.since = self.cutoff_value = None
 
@@ -128,21 +164,28 @@ class LossHistory:
     def begin(self, step: int) -> None:
         """Start (or continue) update ``step``; a new step commits the pending losses."""
         if step != self.step:
-            self.commit()
+            if self.step is not None:
+                self.commit()
             self.step = step
 
-    def add(self, losses: Tensor) -> None:
-        """Record sequence losses of the current update (1-D; NaN entries are padding)."""
+    def add(self, losses: Tensor, used: Optional[Tensor] = None) -> None:
+        """Record sequence losses of the current update (1-D; NaN entries are padding);
+        ``used``: a 0-dim bool tensor, set later when the update used this batch."""
         self._ensure(losses.device)
-        self.pending.append(losses.detach().float())
+        self.pending.append((losses.detach().float(), used))
 
     def commit(self) -> None:
         """Move the pending losses into the ring buffer (in order) and recompute the
         cutoff if it is due."""
-        if not self.pending:
+        if not self.pending and self.gather is None:
             return
-        new = torch.cat(self.pending)
+        batches = [l if u is None else torch.where(u, l, math.nan) for l, u in self.pending]
         self.pending = []
+        # with a gather, every worker takes part in every commit, even with nothing to add
+        new = self.gather(batches) if self.gather is not None else torch.cat(batches)
+        if new.numel() == 0:
+            return
+        self._ensure(new.device)
         cap = self.capacity
         valid = ~torch.isnan(new)
         rank = torch.cumsum(valid, 0) - 1  # order among the valid entries
@@ -167,5 +210,32 @@ class LossHistory:
             self.values = self.values.to(device)
             self.total, self.since = self.total.to(device), self.since.to(device)
             self.cutoff_value = self.cutoff_value.to(device)
-            self.pending = [p.to(device) for p in self.pending]
+            self.pending = [
+                (l.to(device), None if u is None else u.to(device)) for l, u in self.pending
+            ]
         return self
+
+
+class _MarkUsed(torch.autograd.Function):
+    """The loss, unchanged; once a backward through it has completed with a non-zero
+    incoming gradient, ``used`` is set. fairseq multiplies a dummy batch's loss by 0
+    (``ignore_grad``) and abandons a backward that runs out of memory: neither sets it."""
+
+    @staticmethod
+    def forward(ctx, loss, used):
+        ctx.used = used
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        used, nonzero = ctx.used, grad.ne(0).all()
+        # runs when the whole backward pass has finished (not after an error)
+        torch.autograd.Variable._execution_engine.queue_callback(lambda: used.copy_(nonzero))
+        return grad, None
+
+
+def mark_used(loss: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(loss, used)``: the loss (same value) and a 0-dim bool tensor, False until a
+    backward through that loss completes with a non-zero incoming gradient."""
+    used = torch.zeros((), dtype=torch.bool, device=loss.device)
+    return _MarkUsed.apply(loss, used), used

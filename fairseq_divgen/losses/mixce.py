@@ -10,31 +10,41 @@ distribution, gives
 
 with ``p_t`` from the same forward pass as the loss (as in the authors' code, which
 takes ``exp(-nll)`` of the token losses). eta = 1 is MLE; eta = 0 weights each token
-by its own probability.
+by its own probability (docs/algorithms.md).
 """
-from typing import Tuple
+from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .chunked import ChunkObjective, Source, chunked_loss
+from .softmax import closed_form_grad, softmax_rows
+
+
+class MixceObjective(ChunkObjective):
+    """``sum_t (eta + (1 - eta) p_t) nll_t``, the weight detached."""
+
+    names = ("loss", "nll", "weight")
+
+    def __init__(self, target, eta, pad, accuracy=False):
+        super().__init__(target, pad, accuracy)
+        self.eta = eta
+
+    def chunk(self, z, t, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        w = (self.eta + (1.0 - self.eta) * torch.exp(-nll)).masked_fill_(~real, 0.0)
+        grad = closed_form_grad(q, t, w, w) if want_grad else None
+        return torch.stack([(w * nll).sum(), nll.sum(), w.sum()]), grad
 
 
 def mixce_loss(
-    lprobs: Tensor, target: Tensor, eta: float, ignore_index: int = -100
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Summed MixCE loss over non-pad tokens: ``(loss, nll_loss, weight_sum)``.
-
-    ``lprobs``: (N, V) log-probabilities, ``target``: (N,). ``nll_loss`` is the plain
-    NLL sum and ``weight_sum`` the sum of ``eta + (1 - eta) p_t`` over non-pad tokens.
-    With ``eta`` = 1 the loss is fairseq's ``cross_entropy`` sum (``F.nll_loss``), bit
-    for bit.
-    """
-    acc = torch.promote_types(lprobs.dtype, torch.float32)
-    pad = target.eq(ignore_index)
-    if eta == 1.0:
-        nll_sum = F.nll_loss(lprobs, target, ignore_index=ignore_index, reduction="sum").to(acc)
-        return nll_sum, nll_sum, (~pad).sum().to(acc)
-    nll = F.nll_loss(lprobs, target, ignore_index=ignore_index, reduction="none").to(acc)
-    with torch.no_grad():
-        weight = (eta + (1.0 - eta) * torch.exp(-nll)).masked_fill_(pad, 0.0)
-    return (weight * nll).sum(), nll.detach().sum(), weight.sum()
+    source: Source,
+    target: Tensor,
+    eta: float,
+    ignore_index: int = -100,
+    accuracy: bool = False,
+    rows: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """Summed MixCE loss over non-pad tokens: ``loss``, ``nll`` (plain NLL sum) and
+    ``weight`` (the sum of ``eta + (1 - eta) p_t``); ``source`` as ``chunked_loss``."""
+    return chunked_loss(source, MixceObjective(target, eta, ignore_index, accuracy), rows)

@@ -4,14 +4,17 @@ Ji et al., "Tailoring Language Generation Models under Total Variation Distance"
 ICLR 2023. The TVD estimate through the proxy ``p_gamma = gamma * data +
 (1 - gamma) * model`` turns into maximum likelihood with each gold token weighted
 by ``w = p / (gamma + (1 - gamma) * p)``, where ``p`` is the model's own (detached)
-probability of that token.
+probability of that token (docs/algorithms.md).
 """
 import math
-from typing import Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .chunked import ChunkObjective, Source, chunked_loss
+from .softmax import closed_form_grad, smooth_sums, softmax_rows
 
 
 def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> float:
@@ -26,8 +29,7 @@ def scheduled_gamma(gamma: float, warmup_updates: int, num_updates: int) -> floa
 def tailr_weights(gold_lprobs: Tensor, gamma: float, min_weight: float) -> Tensor:
     """Per-token weight ``clamp(p / (gamma + (1 - gamma) p), min_weight, 1)`` from log p.
 
-    Computed in log space and in fp32 (fp64 for fp64 inputs) so that no
-    vocabulary-sized tensor is needed and nothing overflows:
+    Computed in log space and in fp32 (fp64 for fp64 inputs) so that nothing overflows:
     ``log w = log p - log(gamma + (1 - gamma) p)``. The result is detached (a constant
     for autograd). ``gamma`` is a Python float (a schedule passes the value in force).
     """
@@ -45,34 +47,47 @@ def tailr_weights(gold_lprobs: Tensor, gamma: float, min_weight: float) -> Tenso
     return (lp - log_denom).exp().clamp_(min=min_weight, max=1.0)
 
 
+class TailrObjective(ChunkObjective):
+    """``(1 - eps) sum_t w_t nll_t + (eps / V) sum_t sum_v -log q_t(v)``, ``w`` detached;
+    the smoothing term is not weighted (the authors' convention, ``eps / V``)."""
+
+    names = ("loss", "nll", "weight")
+
+    def __init__(self, target, gamma, min_weight, epsilon, pad, accuracy=False):
+        super().__init__(target, pad, accuracy)
+        self.gamma, self.min_weight, self.eps = gamma, min_weight, epsilon
+
+    def chunk(self, z, t, rows, want_grad, out):
+        eps, vocab = self.eps, z.size(-1)
+        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        w = tailr_weights(-nll, self.gamma, self.min_weight).to(z.dtype).masked_fill_(~real, 0.0)
+        loss = (w * nll).sum()
+        if eps > 0.0:
+            smooth = smooth_sums(z, lse).masked_fill_(~real, 0.0).sum()
+            loss = (1.0 - eps) * loss + (eps / vocab) * smooth
+        grad = None
+        if want_grad:  # (1 - eps) w (q - onehot) + eps (q - 1 / V)
+            r = real.to(z.dtype)
+            const = (eps / vocab) * r if eps > 0.0 else None
+            grad = closed_form_grad(q, t, (1.0 - eps) * w + eps * r, (1.0 - eps) * w, const)
+        return torch.stack([loss, nll.sum(), w.sum()]), grad
+
+
 def tailr_loss(
-    lprobs: Tensor,
+    source: Source,
     target: Tensor,
     gamma: float,
     min_weight: float,
     epsilon: float = 0.0,
     ignore_index: int = -100,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Summed TaiLr loss over non-pad tokens.
+    accuracy: bool = False,
+    rows: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """Summed TaiLr loss over non-pad tokens: ``loss``, ``nll`` (the plain NLL sum),
+    ``weight`` (the sum of ``w_t``) and with ``accuracy`` ``n_correct``.
 
-    ``lprobs``: (N, V) log-probabilities, ``target``: (N,). Returns
-    ``(loss, nll_loss, weight_sum)`` where
-    ``loss = (1 - eps) * sum_t w_t nll_t + (eps / V) * sum_t sum_v -log q_t(v)``
-    (the smoothing term is not weighted, as in the authors' code), ``nll_loss`` is
-    the plain unweighted NLL sum and ``weight_sum`` the sum of ``w_t`` over
-    non-pad tokens (for logging the mean weight).
+    ``source``: (N, V) logits or log-probabilities, or a :class:`Projection`;
+    ``target``: N targets.
     """
-    target = target.view(-1, 1)
-    pad = target.eq(ignore_index)
-    # Sums in at least fp32: with half log-probs, a row's smoothing sum or the batch's
-    # NLL sum passes fp16's maximum (65504). No-ops for fp32 / fp64 inputs.
-    acc = torch.promote_types(lprobs.dtype, torch.float32)
-    gold = lprobs.gather(dim=-1, index=target)
-    nll = (-gold.to(acc)).masked_fill(pad, 0.0)
-    weight = tailr_weights(gold, gamma, min_weight).masked_fill_(pad, 0.0)
-    nll_sum = nll.sum()
-    loss = (weight.to(acc) * nll).sum()
-    if epsilon > 0.0:
-        smooth = (-lprobs.sum(dim=-1, keepdim=True, dtype=acc)).masked_fill(pad, 0.0).sum()
-        loss = (1.0 - epsilon) * loss + (epsilon / lprobs.size(-1)) * smooth
-    return loss, nll_sum, weight.sum()
+    objective = TailrObjective(target, gamma, min_weight, epsilon, ignore_index, accuracy)
+    return chunked_loss(source, objective, rows)

@@ -10,29 +10,23 @@ padding); the model is pushed away from each of them:
 
 The candidates are a (batch, length, length) structure built per sequence, so they
 never cross from one sentence of the batch to another, and no (tokens, vocabulary)
-mask is built: the log-probabilities of the gold token and of every earlier target
-token are read with one gather.
+mask is built: each row reads the log-probabilities of its own sequence's tokens.
+With ``a_c = q(c) / (1 - q(c))``, ``d(-log(1 - q(c)))/dz = a_c (onehot(c) - q)``
+(docs/algorithms.md).
 """
 import math
-from typing import NamedTuple
+from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .chunked import ChunkObjective, Source, chunked_loss
+from .softmax import closed_form_grad, softmax_rows
 
 # The authors' clamp, 1 - q >= 1e-5, so the penalty of one candidate is at most
 # -log(1e-5) = 11.5. It is needed: a confident fp32 model gives log q = 0 exactly
 # (q rounds to 1), where -log(1 - q) is infinite.
 MIN_ONE_MINUS_P = 1e-5
-
-
-class UnlikelihoodLoss(NamedTuple):
-    """Sums over the non-pad target tokens of a batch."""
-
-    loss: Tensor  # nll + alpha * penalty
-    nll: Tensor  # sum_t -log q_t(y_t)
-    penalty: Tensor  # sum_t sum_{c in C_t} -log(1 - q_t(c))
-    candidates: Tensor  # sum_t |C_t|
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -56,36 +50,62 @@ def previous_token_candidates(target: Tensor, ignore_index: int) -> Tensor:
     return cand
 
 
+class UnlikelihoodObjective(ChunkObjective):
+    """``nll + alpha sum_c -log(1 - q(c))`` over each row's candidates: ``cand_tokens``
+    (N, K) with ``cand_mask`` (N, K); None: no penalty (plain NLL)."""
+
+    names = ("loss", "nll", "penalty")
+
+    def __init__(self, target, cand_tokens, cand_mask, alpha, pad, accuracy=False,
+                 min_one_minus_p=MIN_ONE_MINUS_P):
+        super().__init__(target, pad, accuracy)
+        self.cand_tokens, self.cand_mask, self.alpha = cand_tokens, cand_mask, alpha
+        self.bound = math.log1p(-min_one_minus_p)
+
+    def chunk(self, z, t, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        r = real.to(z.dtype)
+        if self.cand_tokens is None:
+            grad = closed_form_grad(q, t, r, r) if want_grad else None
+            return torch.stack([nll.sum(), nll.sum(), nll.new_zeros(())]), grad
+        cand, mask = self.cand_tokens[rows], self.cand_mask[rows]
+        log_q = z.gather(-1, cand) - lse
+        x = log_q.clamp(max=self.bound)  # 1 - q >= min_one_minus_p: zero gradient beyond
+        penalty = (-log1mexp(x)).masked_fill(~mask, 0.0).sum()
+        loss = nll.sum() + self.alpha * penalty
+        grad = None
+        if want_grad:
+            # q - onehot(y) + alpha (sum_c a_c onehot(c) - q sum_c a_c); a_c = 0 where clamped
+            a = torch.where(mask & log_q.le(self.bound), 1.0 / torch.expm1(-x), 0.0)
+            grad = closed_form_grad(q, t, r - self.alpha * a.sum(-1, keepdim=True), r)
+            grad.scatter_add_(-1, cand, self.alpha * a)
+        return torch.stack([loss, nll.sum(), penalty]), grad
+
+
 def unlikelihood_loss(
-    lprobs: Tensor,
+    source: Source,
     target: Tensor,
     alpha: float,
     ignore_index: int = -100,
-    min_one_minus_p: float = MIN_ONE_MINUS_P,
-) -> UnlikelihoodLoss:
-    """Token-level unlikelihood loss of a batch, summed over non-pad tokens.
+    accuracy: bool = False,
+    rows: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """Token-level unlikelihood loss of a batch, summed over non-pad tokens: ``loss``,
+    ``nll``, ``penalty`` (sum over tokens and candidates of ``-log(1 - q(c))``) and
+    ``candidates`` (their number).
 
-    ``lprobs``: (B, T, V) log-probabilities, ``target``: (B, T). With ``alpha`` = 0
-    the loss is computed exactly as fairseq's ``cross_entropy`` (``F.nll_loss``,
-    summed) and no candidate is built.
+    ``source``: B * T rows of ``target`` (B, T). Each row carries its candidates: the
+    tokens of its own sequence and which of them are candidates.
     """
-    batch, length, vocab = lprobs.shape
-    acc = torch.promote_types(lprobs.dtype, torch.float32)
-    if alpha == 0.0:
-        nll = F.nll_loss(
-            lprobs.reshape(-1, vocab), target.reshape(-1), ignore_index=ignore_index, reduction="sum"
-        ).to(acc)
-        zero = nll.new_zeros(())
-        return UnlikelihoodLoss(nll, nll, zero, zero)
-    cand = previous_token_candidates(target, ignore_index)
-    # One gather reads the gold token (column 0) and every earlier target token of the
-    # same sequence (columns 1..T): one (B, T, 1 + T) read, one sparse backward.
-    index = torch.cat([target.unsqueeze(2), target.unsqueeze(1).expand(batch, length, length)], dim=2)
-    picked = lprobs.gather(2, index).to(acc)
-    pad = target.eq(ignore_index)
-    nll = (-picked[:, :, 0]).masked_fill(pad, 0.0).sum()
-    # -log(1 - q) with 1 - q clamped at min_one_minus_p: clamp log q first, so that the
-    # clamped entries have a finite value and a zero gradient (no inf * 0 = NaN).
-    log_q = picked[:, :, 1:].clamp(max=math.log1p(-min_one_minus_p))
-    penalty = (-log1mexp(log_q)).masked_fill(~cand, 0.0).sum()
-    return UnlikelihoodLoss(nll + alpha * penalty, nll, penalty, cand.sum())
+    batch, length = target.shape
+    cand_tokens = cand_mask = None
+    count = torch.zeros((), dtype=torch.long, device=target.device)
+    if alpha != 0.0:
+        cand = previous_token_candidates(target, ignore_index)  # [b, t, s]: y_{b,s} at t
+        cand_mask = cand.reshape(batch * length, length)
+        cand_tokens = target.unsqueeze(1).expand(batch, length, length).reshape(batch * length, -1)
+        count = cand.sum()
+    objective = UnlikelihoodObjective(target, cand_tokens, cand_mask, alpha, ignore_index, accuracy)
+    out = chunked_loss(source, objective, rows)
+    out["candidates"] = count
+    return out

@@ -1,5 +1,5 @@
 """What both LFD tasks add to their fairseq parent: the degenerative model."""
-from ..degenerative import DegenerativeModel
+from ..degenerative import STATE_KEY, DegenerativeModel
 
 DEGENERATIVE_CHECKPOINT_HELP = (
     "checkpoint of the frozen degenerative model (stage 1 of LFD, trained with "
@@ -19,5 +19,14 @@ class DegenerativeModelTaskMixin:
         before fairseq-train loads any data."""
         criterion = super().build_criterion(cfg, **kwargs)
         if getattr(criterion, "uses_degenerative_model", False):
+            self.degenerative.check_save_dir(criterion.save_dir, criterion.restore_file)
             self.degenerative.check()
         return criterion
+
+    def state_dict(self):
+        """fairseq's task state, plus the degenerative checkpoint's fingerprint once it
+        is in use (saved in every checkpoint of stage 2)."""
+        state = dict(super().state_dict())
+        if self.degenerative.loaded:
+            state[STATE_KEY] = self.degenerative.fingerprint()
+        return state
