@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .metrics import bleu_and_self_bleu, distinct_and_seq_rep, length_stats, rep_wrep, uniq
+from .metrics import bleu_and_self_bleu, whitespace_metrics
 from .read import read_generate_output, read_lines
 
 
@@ -27,20 +27,9 @@ def score_texts(
 ) -> Dict[str, float]:
     """Every metric of this package for one set of hypotheses (and references).
     Self-BLEU over every hypothesis, or over a subset of ``self_bleu_max`` drawn with ``seed``."""
-    toks = [h.split() for h in hyps]
-    ref_toks = [r.split() for r in refs] if refs is not None else None
     out: Dict[str, float] = {"n": len(hyps)}
     out.update(bleu_and_self_bleu(hyps, refs, self_bleu_max, seed, tokenize))
-    distinct, seq_rep = distinct_and_seq_rep(toks, 4)
-    for n in (1, 2, 3, 4):
-        out[f"distinct_{n}"] = distinct[n - 1]
-    for n in (2, 3, 4):
-        out[f"seq_rep_{n}"] = seq_rep[n - 1]
-    rw = rep_wrep(toks, window, ref_toks)
-    out[f"rep_{window}"] = rw["rep"]
-    out[f"wrep_{window}"] = rw["wrep"]
-    out["uniq"] = uniq(toks)
-    out.update(length_stats(toks))
+    out.update(whitespace_metrics(hyps, refs, window))
     return out
 
 
