@@ -63,14 +63,20 @@ def no_scoring(monkeypatch):
 
 
 def test_hypotheses_with_unicode_separators_stay_paired_with_their_references(tmp_path, capsys):
-    hyps = write(tmp_path / "h.txt", SIX_LINES)
-    refs = write(tmp_path / "r.txt", SIX_LINES)
+    # The same six texts, a separator in a different line of each file: both have 7
+    # lines for str.splitlines(), paired wrongly from the second on. sacrebleu (and
+    # its tokenizers) take a separator for a space: BLEU 100.
+    texts = [line.replace("\u2028", " ").replace("\u2029", " ") for line in SIX_LINES]
+    hyps_lines = texts[:1] + [texts[1].replace("dog ", "dog\u2028")] + texts[2:]
+    refs_lines = texts[:4] + [texts[4].replace("went ", "went\u2028")] + texts[5:]
+    hyps = write(tmp_path / "h.txt", hyps_lines)
+    refs = write(tmp_path / "r.txt", refs_lines)
     out = tmp_path / "s.json"
     code, _, _ = run(["--hyps", hyps, "--refs", refs, "--json", out], capsys)
     assert code == 0
     row = json.loads(out.read_text())[str(hyps)]
     assert row["n"] == 6 == hyps.read_bytes().count(b"\n")
-    expected = sacrebleu.corpus_bleu(SIX_LINES, [SIX_LINES]).score
+    expected = sacrebleu.corpus_bleu(hyps_lines, [refs_lines]).score
     assert expected == pytest.approx(100.0)
     assert row["bleu"] == pytest.approx(expected, abs=1e-9)
     assert row["wrep_16"] == 0.0  # every token sits where its reference token does
