@@ -40,7 +40,7 @@ setup(
         # the demo's quality-vs-diversity plot
         "plot": ["matplotlib>=3.5"],
         # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE
-        "test": ["pytest>=7", "rouge-score"],
+        "test": ["pytest>=7", "rouge-score", "hypothesis"],
     },
     entry_points={
         "console_scripts": [

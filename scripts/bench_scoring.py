@@ -16,12 +16,21 @@ Prints a markdown table (time, and the self-BLEU and BLEU each run printed)::
 
     .venv/bin/python scripts/bench_scoring.py                # ~15 min on 2 busy cores
     .venv/bin/python scripts/bench_scoring.py --only after   # under a minute
+
+``--scale`` measures instead the wall time and the peak memory (``/usr/bin/time -v``,
+one run each, one after the other) of ``divgen-score`` on 200,000 hypotheses and
+200,000 references of about 20 tokens, with references, with ``--self-bleu-max
+500`` and without references: ``before`` is the package as of commit
+``--before-commit`` (63b8168, extracted with ``git archive``), ``after`` this checkout::
+
+    .venv/bin/python scripts/bench_scoring.py --scale --workdir /tmp/bench-scale  # ~4 min
 """
 import argparse
 import itertools
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 N_LINES = 3000
 LENGTHS = (20, 200)
+SCALE_LINES = 200_000
+BEFORE_COMMIT = "63b8168"  # the last divgen-score that counted n-grams in Python sets
 
 
 def synthetic_lines(n: int, mean_len: int, seed: int, vocab: int = 10000) -> list:
@@ -138,6 +149,65 @@ def _run_previous(argv) -> int:
     return cli.main(argv)
 
 
+# --- scale: wall time and peak memory of one run each ----------------------------------
+
+
+def time_v(cmd, tree: Path) -> dict:
+    """Wall seconds and peak resident memory (MiB) of cmd, from /usr/bin/time -v, run
+    in ``tree`` (``python -m`` imports from the working folder first) with it on PYTHONPATH."""
+    result = subprocess.run(
+        ["/usr/bin/time", "-v"] + cmd, cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)),
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", result.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.group(1).split(":"))))
+    return {"wall": seconds, "rss_mib": int(rss.group(1)) / 1024}
+
+
+def extract_commit(commit: str, into: Path) -> Path:
+    """The fairseq_divgen package as of ``commit``, under ``into`` (git archive)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", commit, "fairseq_divgen"], cwd=ROOT,
+                             check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def scale(work: Path, n_lines: int, before_commit: str, only) -> str:
+    """The --scale table: one /usr/bin/time -v run per implementation and variant."""
+    hyps, refs = work / f"scale-hyps{n_lines}.txt", work / f"scale-refs{n_lines}.txt"
+    if not hyps.exists():
+        hyps.write_text("\n".join(synthetic_lines(n_lines, 20, seed=1)) + "\n")
+        refs.write_text("\n".join(synthetic_lines(n_lines, 20, seed=2)) + "\n")
+    trees = {}
+    if only in (None, "before"):
+        trees[f"before ({before_commit})"] = extract_commit(before_commit, work / before_commit)
+    if only in (None, "after"):
+        trees["after"] = ROOT
+    variants = [
+        ("with --refs", ["--refs", str(refs)]),
+        ("with --refs, `--self-bleu-max 500`", ["--refs", str(refs), "--self-bleu-max", "500"]),
+        ("no references", []),
+    ]
+    lines = ["| implementation | input | wall s | max RSS (MiB) | self-BLEU | BLEU |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, tree in trees.items():
+        for variant, extra in variants:
+            out = work / "scale.json"
+            cmd = [sys.executable, "-m", "fairseq_divgen.scoring.cli", "--hyps", str(hyps),
+                   "--json", str(out)] + extra  # fmt: skip
+            measured = time_v(cmd, tree)
+            row = next(iter(json.loads(out.read_text()).values()))
+            bleu = "-" if row["bleu"] is None else f"{row['bleu']:.4f}"
+            lines.append(
+                f"| {name} | {variant} | {measured['wall']:.2f} | {measured['rss_mib']:.0f} | "
+                f"{row['self_bleu']:.4f} | {bleu} |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 # --- timing ------------------------------------------------------------------------------
 
 
@@ -152,6 +222,11 @@ def time_command(cmd, json_path: Path, repeats: int):
     return statistics.median(walls), walls, row
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="runs per command, for the median (default 3)")
@@ -160,11 +235,22 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=("before", "after"), help="time only these rows")
     p.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS), help="mean hypothesis lengths")
     p.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder)")
+    p.add_argument("--scale", action="store_true",
+                   help="time and peak memory of --scale-lines lines, before/after")  # fmt: skip
+    p.add_argument("--scale-lines", type=int, default=SCALE_LINES,
+                   help=f"lines of --scale's files (default {SCALE_LINES})")  # fmt: skip
+    p.add_argument("--before-commit", default=BEFORE_COMMIT,
+                   help=f"the 'before' of --scale (default {BEFORE_COMMIT})")  # fmt: skip
     args = p.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        print(f"# {os.cpu_count()} CPUs, load average {load_average()} at start", file=sys.stderr)
+        print(scale(work, args.scale_lines, args.before_commit, args.only))
+        print(f"# load average {load_average()} at end", file=sys.stderr)
+        return 0
     cli = [sys.executable, "-m", "fairseq_divgen.scoring.cli"]
     variants = []
     if args.only in (None, "before"):
@@ -177,10 +263,7 @@ def main(argv=None) -> int:
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
-    def load():
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-    log(f"# {os.cpu_count()} CPUs, load average {load()} at start")
+    log(f"# {os.cpu_count()} CPUs, load average {load_average()} at start")
     lines = [
         "| tokens per line | implementation | wall s (median) | runs (s) | self-BLEU | BLEU |",
         "|---|---|---|---|---|---|",
@@ -199,7 +282,7 @@ def main(argv=None) -> int:
                 f"| ~{mean_len} | {name} | {median:.2f} | {runs} | {row['self_bleu']:.4f} | {row['bleu']:.4f} |"
             )
             log(lines[-1])
-    log(f"# load average {load()} at end")
+    log(f"# load average {load_average()} at end")
     print("\n".join(lines))
     return 0
 

@@ -3,6 +3,7 @@ sacrebleu's own pairwise computation (definitions in scoring/metrics.py)."""
 import json
 import logging
 import random
+import tracemalloc
 
 import pytest
 import sacrebleu
@@ -269,3 +270,42 @@ def test_cli_on_plain_text_writes_json(tmp_path, capsys):
     assert row["distinct_2"] == 0.75 and row["rep_2"] == pytest.approx(1 / 3)
     assert row["wrep_2"] == pytest.approx(1 / 6) and row["uniq"] == 3
     assert "| system |" in capsys.readouterr().out
+
+
+def test_counts_are_exact_with_more_than_65536_distinct_tokens():
+    # Above 2**16 distinct tokens the 1-grams are sorted as 32-bit ids, not 16-bit ones,
+    # and V**4 passes 2**64: each order's n-grams must still be told apart exactly.
+    rng = random.Random(6)
+    words = [f"t{i}" for i in range(70000)]
+    rng.shuffle(words)
+    base = [words[i : i + 20] for i in range(0, len(words), 20)]  # 3500 lines, every word once
+    toks = base + [rng.choice(base) for _ in range(300)]  # duplicated lines
+    toks += [rng.choice(base)[:10] + rng.choice(base)[10:] for _ in range(300)]  # shared halves
+    distinct, seq_rep = distinct_and_seq_rep(toks, 4)
+    for n in range(1, 5):
+        grams = [tuple(t[i : i + n]) for t in toks for i in range(len(t) - n + 1)]
+        assert distinct[n - 1] == len(set(grams)) / len(grams)
+    hyps = [" ".join(t) for t in toks]
+    refs = [" ".join(t[::-1]) if i % 3 else h for i, (t, h) in enumerate(zip(toks, hyps))]
+    expected = sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score
+    assert corpus_bleu(hyps, refs, "none") == within_1e9(expected)
+
+
+def test_scoring_memory_is_a_few_integers_per_token_not_python_objects_per_ngram():
+    # Counting keeps token ids and n-gram numbers in numpy arrays; a Python object per
+    # n-gram occurrence (a set entry, a tuple) alone costs more than this bound.
+    from fairseq_divgen.scoring.cli import score_texts
+
+    rng = random.Random(8)
+    words = [f"w{i}" for i in range(3000)]
+    hyps = [" ".join(rng.choices(words, k=rng.randint(10, 30))) for _ in range(5000)]
+    refs = [" ".join(rng.choices(words, k=rng.randint(10, 30))) for _ in range(5000)]
+    score_texts(hyps[:3], refs[:3], tokenize="none")  # imports done before measuring
+    tracemalloc.start()
+    try:
+        score_texts(hyps, refs, tokenize="none")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    n_tokens = sum(len(t.split()) for t in hyps + refs)
+    assert peak / n_tokens < 120  # bytes per token; about 65 here, 300 when counting in sets
