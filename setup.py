@@ -1,4 +1,5 @@
 """Install fairseq-divgen: TaiLr and LFD criterions and tasks for fairseq."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -39,8 +40,9 @@ setup(
         "rouge": ["rouge-score"],
         # the demo's quality-vs-diversity plot
         "plot": ["matplotlib>=3.5"],
-        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE
-        "test": ["pytest>=7", "rouge-score", "hypothesis"],
+        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE;
+        # ruff lints and formats (python3 scripts/dev.py lint)
+        "test": ["pytest>=7", "rouge-score", "hypothesis", "ruff"],
     },
     entry_points={
         "console_scripts": [

@@ -1,4 +1,5 @@
 """``python -m benchmarks`` (from the repository root) is ``scripts/benchmark.py``."""
+
 import sys
 
 from .cli import main

@@ -5,9 +5,17 @@ def transformer(layers: int, dim: int, ffn: int, heads: int, arch: str = "transf
     """Flags of a transformer with ``layers`` encoder and decoder layers of width ``dim``."""
     flags = ["--arch", arch]
     for side in ("encoder", "decoder"):
-        flags += [f"--{side}-layers", str(layers), f"--{side}-embed-dim", str(dim),
-                  f"--{side}-ffn-embed-dim", str(ffn), f"--{side}-attention-heads", str(heads)]
-    return flags  # fmt: skip
+        flags += [
+            f"--{side}-layers",
+            str(layers),
+            f"--{side}-embed-dim",
+            str(dim),
+            f"--{side}-ffn-embed-dim",
+            str(ffn),
+            f"--{side}-attention-heads",
+            str(heads),
+        ]
+    return flags
 
 
 # Each preset: (main model flags, quarter-size degenerative model flags). The
@@ -18,15 +26,27 @@ ARCHS = {
     "tiny": (transformer(1, 32, 64, 2), transformer(1, 16, 32, 2)),
     "small": (transformer(2, 256, 1024, 4), transformer(1, 128, 512, 4)),
     # transformer_iwslt_de_en: 6 + 6 layers, 512, FFN 1024, 4 heads
-    "iwslt": (["--arch", "transformer_iwslt_de_en"],
-              transformer(3, 256, 512, 4, "transformer_iwslt_de_en")),
+    "iwslt": (
+        ["--arch", "transformer_iwslt_de_en"],
+        transformer(3, 256, 512, 4, "transformer_iwslt_de_en"),
+    ),
     # transformer (base): 6 + 6 layers, 512, FFN 2048, 8 heads
     "base": (["--arch", "transformer"], transformer(3, 256, 1024, 4)),
     # lstm: 1-layer encoder and decoder, 512, attention
-    "lstm": (["--arch", "lstm"],
-             ["--arch", "lstm", "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-              "--decoder-out-embed-dim", "256"]),
-}  # fmt: skip
+    "lstm": (
+        ["--arch", "lstm"],
+        [
+            "--arch",
+            "lstm",
+            "--encoder-embed-dim",
+            "256",
+            "--decoder-embed-dim",
+            "256",
+            "--decoder-out-embed-dim",
+            "256",
+        ],
+    ),
+}
 
 COMMON = ["--share-all-embeddings"]
 
@@ -47,7 +67,11 @@ ROWS = {
     "unlikelihood": ("unlikelihood", ["--rank-alpha", "1.0"], None),
     "loss_truncation": ("loss_truncation", LS + ["--dropc", "0.4", "--min-count", "0"], None),
     "mixce": ("mixce", ["--mixing-ratio", "0.5"], None),
-    "error_norm_truncation": ("error_norm_truncation", LS + ["--token-prune-threshold", "1.3"], None),
+    "error_norm_truncation": (
+        "error_norm_truncation",
+        LS + ["--token-prune-threshold", "1.3"],
+        None,
+    ),
     "tailr_naive_reference (benchmark only)": ("tailr_naive_reference", TAILR_IWSLT14, None),
 }
 
@@ -59,16 +83,26 @@ def fused_row(name: str) -> str:
 
 
 # Every criterion of the plugin again with --fused-output (projection and loss chunk by chunk).
-ROWS.update({
-    fused_row(name): (criterion, flags + ["--fused-output"], size)
-    for name, (criterion, flags, size) in list(ROWS.items())
-    if criterion not in ("cross_entropy", BASELINE, "tailr_naive_reference")
-})  # fmt: skip
+ROWS.update(
+    {
+        fused_row(name): (criterion, flags + ["--fused-output"], size)
+        for name, (criterion, flags, size) in list(ROWS.items())
+        if criterion not in ("cross_entropy", BASELINE, "tailr_naive_reference")
+    }
+)
 
 OPTIMIZER = [
-    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0005",
-    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",
-]  # fmt: skip
+    "--optimizer",
+    "adam",
+    "--adam-betas",
+    "(0.9, 0.98)",
+    "--lr",
+    "0.0005",
+    "--lr-scheduler",
+    "inverse_sqrt",
+    "--warmup-updates",
+    "4000",
+]
 
 
 def degenerative_arch(arch: str, size: str) -> list:

@@ -1,4 +1,5 @@
 """The benchmark's data: a joined dictionary of V symbols and fixed random batches."""
+
 from pathlib import Path
 
 import torch
@@ -18,8 +19,9 @@ def write_dictionaries(data_dir: Path, vocab_size: int) -> None:
         d.save(str(data_dir / f"dict.{lang}.txt"))
 
 
-def fixed_batches(dictionary: Dictionary, tokens_per_batch: int, seq_len: int,
-                  num_batches: int, seed: int) -> list:
+def fixed_batches(
+    dictionary: Dictionary, tokens_per_batch: int, seq_len: int, num_batches: int, seed: int
+) -> list:
     """``num_batches`` samples collated by fairseq's LanguagePairDataset, each with
     ``tokens_per_batch // seq_len`` pairs of ``seq_len`` tokens (EOS included) on both
     sides, drawn uniformly from the non-special symbols with a fixed seed."""

@@ -1,12 +1,14 @@
 """Loss stage alone: time and extra peak memory of each criterion's math from logits.
 
 ``python -m benchmarks.loss_stage --tokens 4096 --vocab 32000`` (from the repository root)
-runs, for each criterion, what it computes after the model's forward (fairseq's
-fp32 ``log_softmax`` of the logits, then the loss; for ``lfd_poe`` also the frozen
-model's log-probabilities) and the backward to the logits, each in its own
-process: extra peak RSS over the inputs and median CPU seconds (one thread). ``--profile NAME``
+runs, for each criterion, what it computes after the model's forward (fairseq's own
+criterions: the fp32 ``log_softmax`` of the logits, then the loss; this package's: its
+objective on the logits, as the criterions call it without ``--fused-output``; for
+``lfd_poe`` with the frozen model's logits) and the backward to the logits, each in its
+own process: extra peak RSS over the inputs and median CPU seconds (one thread). ``--profile NAME``
 prints the torch profiler's per-operator table (sorted by memory) for one of them.
 """
+
 import argparse
 import resource
 import sys
@@ -40,29 +42,30 @@ def _lprobs(z):
 def _lfd_poe(z, d, t):
     # the criterion's defaults (beta 1, lambda 3, EOS outside the product), with the
     # degenerative model's logits as the criterion passes them
-    return lfd_loss(z, d, t, 1.0, 3.0, 0.1, PAD, eos_index=2, main_eos=True).loss
+    return lfd_loss(z, d, t, 1.0, 3.0, 0.1, PAD, eos_index=2)["loss"]
 
 
 def _loss_truncation(z, d, t):
-    lprobs, target = _lprobs(z), t.view(-1, SEQ_LEN)
+    target = t.view(-1, SEQ_LEN)
     with torch.no_grad():  # a cutoff that keeps half of the sequences (their median NLL)
-        cutoff = (-lprobs.gather(-1, t[:, None])).view(target.shape).mean(1).median()
-    return loss_truncation_loss(lprobs, target, cutoff, 0.1, PAD).loss
+        cutoff = (-_lprobs(z).gather(-1, t[:, None])).view(target.shape).mean(1).median()
+    return loss_truncation_loss(z, target, cutoff, 0.1, PAD)["loss"]
 
 
 STAGES = {
     "cross_entropy": lambda z, d, t: F.nll_loss(_lprobs(z), t, ignore_index=PAD, reduction="sum"),
-    "label_smoothed_cross_entropy": lambda z, d, t: label_smoothed_nll_loss(_lprobs(z), t, 0.1, PAD)[0],
-    "tailr": lambda z, d, t: tailr_loss(_lprobs(z), t, 0.1, 0.3, 0.1, PAD)[0],
-    "truncated_ce": lambda z, d, t: truncated_nll_loss(_lprobs(z), t, 0.5, PAD, t.numel())[0],
+    "label_smoothed_cross_entropy": lambda z, d, t: label_smoothed_nll_loss(
+        _lprobs(z), t, 0.1, PAD
+    )[0],
+    "tailr": lambda z, d, t: tailr_loss(z, t, 0.1, 0.3, 0.1, PAD)["loss"],
+    "truncated_ce": lambda z, d, t: truncated_nll_loss(z, t, 0.5, PAD, t.numel())["loss"],
     "lfd_poe": _lfd_poe,
     "tailr_naive_reference": lambda z, d, t: naive_tailr_loss(_lprobs(z), t, 0.1, 0.3, 0.1, PAD)[0],
-    "unlikelihood": lambda z, d, t: unlikelihood_loss(
-        _lprobs(z).view(-1, SEQ_LEN, z.size(-1)), t.view(-1, SEQ_LEN), 1.0, PAD).loss,
+    "unlikelihood": lambda z, d, t: unlikelihood_loss(z, t.view(-1, SEQ_LEN), 1.0, PAD)["loss"],
     "loss_truncation": _loss_truncation,
-    "mixce": lambda z, d, t: mixce_loss(_lprobs(z), t, 0.5, PAD)[0],
-    "error_norm_truncation": lambda z, d, t: error_norm_truncated_loss(_lprobs(z), t, 1.3, 0.1, PAD).loss,
-}  # fmt: skip
+    "mixce": lambda z, d, t: mixce_loss(z, t, 0.5, PAD)["loss"],
+    "error_norm_truncation": lambda z, d, t: error_norm_truncated_loss(z, t, 1.3, 0.1, PAD)["loss"],
+}
 
 
 def inputs(tokens, vocab, dtype, seed=0):
@@ -117,8 +120,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
-                   help="dtype of the logits (the loss itself is fp32, as in fairseq)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="dtype of the logits (the loss itself is fp32, as in fairseq)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
@@ -129,14 +136,19 @@ def main(argv=None) -> int:
         print(profile(args.profile, args.tokens, args.vocab, args.dtype))
         return 0
     unit = args.tokens * args.vocab * 4 / 2**20
-    print(f"N = {args.tokens}, V = {args.vocab}, {args.dtype} logits; one fp32 (N, V) "
-          f"tensor = {unit:.0f} MiB\n\n| criterion | extra peak MiB | in (N, V) fp32 "
-          "| CPU seconds (fwd + bwd) |\n|---|---|---|---|")
+    print(
+        f"N = {args.tokens}, V = {args.vocab}, {args.dtype} logits; one fp32 (N, V) "
+        f"tensor = {unit:.0f} MiB\n\n| criterion | extra peak MiB | in (N, V) fp32 "
+        "| CPU seconds (fwd + bwd) |\n|---|---|---|---|"
+    )
     for name in args.stages:
         spec = {**vars(args), "name": name}
         r = run_in_process(name, measure, spec)
-        print(f"| {name} | {r['extra_peak_mb']:.0f} | {r['extra_peak_mb'] / unit:.2f} "
-              f"| {r['seconds']:.3f} |", flush=True)
+        print(
+            f"| {name} | {r['extra_peak_mb']:.0f} | {r['extra_peak_mb'] / unit:.2f} "
+            f"| {r['seconds']:.3f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ benchmark can show what the closed form (:func:`fairseq_divgen.losses.tailr_loss
 saves; it is registered only when the benchmark imports this module, never by
 ``import fairseq_divgen``.
 """
+
 import torch
 from fairseq.criterions import register_criterion
 
@@ -40,6 +41,7 @@ class NaiveTailrReferenceCriterion(TailrCriterion):
         """TaiLr's sums the naive way, from the model's logits (unfused only)."""
         self._gamma_now = self.current_gamma(model.training)
         lprobs = torch.log_softmax(source, dim=-1, dtype=torch.float32)
-        loss, nll, weight = naive_tailr_loss(lprobs, target.reshape(-1), self._gamma_now,
-                                             self.min_weight, self.eps, self.padding_idx)
+        loss, nll, weight = naive_tailr_loss(
+            lprobs, target.reshape(-1), self._gamma_now, self.min_weight, self.eps, self.padding_idx
+        )
         return {"loss": loss, "nll": nll.detach(), "weight": weight}

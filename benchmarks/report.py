@@ -1,4 +1,5 @@
 """Turn the workers' timings and memory peaks into the benchmark's rows and table."""
+
 from statistics import median
 
 # Throughput on the GPU is wall-clock; on the CPU it is the worker's own CPU time (one
@@ -28,24 +29,27 @@ def build_rows(timings: dict, summaries: dict, baseline: str, meta: dict, clock:
     for name, rounds in timings.items():
         s = summaries[name]
         train = s["peak_mb"] - s["baseline_mb"]
-        rows.append({
-            "name": name, **meta[name],
-            "clock": clock,
-            "tokens_per_s": median(round_throughputs(rounds, clock)),
-            "throughput_ratio": _paired_ratio(rounds, timings[baseline], clock),
-            "tokens_per_wall_s_rounds": round_throughputs(rounds, "wall"),
-            "tokens_per_cpu_s_rounds": round_throughputs(rounds, "cpu"),
-            "throughput_ratio_wall": _paired_ratio(rounds, timings[baseline], "wall"),
-            "peak_memory_mb": s["peak_mb"],
-            "memory_ratio": s["peak_mb"] / base["peak_mb"],
-            "train_memory_mb": train,
-            "train_memory_ratio": train / base_train if base_train > 0 else float("nan"),
-            "params": s["params"],
-            "degenerative_params": s["degenerative_params"],
-            "skipped_updates": s["skipped_updates"],
-            "torch_threads": s["torch_threads"],
-            "fixed_malloc_threshold": s["fixed_malloc_threshold"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                **meta[name],
+                "clock": clock,
+                "tokens_per_s": median(round_throughputs(rounds, clock)),
+                "throughput_ratio": _paired_ratio(rounds, timings[baseline], clock),
+                "tokens_per_wall_s_rounds": round_throughputs(rounds, "wall"),
+                "tokens_per_cpu_s_rounds": round_throughputs(rounds, "cpu"),
+                "throughput_ratio_wall": _paired_ratio(rounds, timings[baseline], "wall"),
+                "peak_memory_mb": s["peak_mb"],
+                "memory_ratio": s["peak_mb"] / base["peak_mb"],
+                "train_memory_mb": train,
+                "train_memory_ratio": train / base_train if base_train > 0 else float("nan"),
+                "params": s["params"],
+                "degenerative_params": s["degenerative_params"],
+                "skipped_updates": s["skipped_updates"],
+                "torch_threads": s["torch_threads"],
+                "fixed_malloc_threshold": s["fixed_malloc_threshold"],
+            }
+        )
     return rows
 
 

@@ -1,4 +1,5 @@
 """Start one worker process per configuration and step them in interleaved rounds."""
+
 import multiprocessing
 import os
 
@@ -75,7 +76,7 @@ class Workers:
     def finish(self) -> dict:
         """Stop every worker; returns each one's summary (peak memory, sizes)."""
         out = {}
-        for name, (conn, _) in self.procs.items():
+        for conn, _ in self.procs.values():
             conn.send({"op": "stop"})
         for name in self.procs:
             out[name] = self._reply(name)

@@ -4,6 +4,7 @@ The parent starts one such process per configuration and asks them in turn to ru
 a few ``Trainer.train_step`` calls, so configurations are interleaved in time while
 each process's peak memory belongs to one configuration only.
 """
+
 import ctypes
 import logging
 import resource

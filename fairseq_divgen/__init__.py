@@ -17,6 +17,7 @@ Either way, ``import fairseq_divgen`` followed by any use of fairseq finds every
 criterion and task registered, and ``import fairseq_divgen.scoring`` alone imports
 neither torch nor fairseq.
 """
+
 import importlib.abc
 import sys
 

@@ -5,6 +5,7 @@ pickle a few non-tensor objects, so ``fairseq-generate`` fails with
 "Unsupported global: GLOBAL argparse.Namespace" (fairseq issue #5603). Instead of
 turning the safety check off, allowlist exactly the types fairseq writes.
 """
+
 import argparse
 import collections
 import typing

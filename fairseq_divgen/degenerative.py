@@ -24,6 +24,7 @@ This object is the only place that knows how that model lives:
   stops training with an error naming the checkpoint, instead of fairseq's later
   "Minimum loss scale reached".
 """
+
 import hashlib
 import logging
 import os
@@ -50,8 +51,10 @@ def _load_failure(error: Exception) -> str:
     safe loading off (never the remedy for a file that should be a fairseq checkpoint)."""
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if "weights_only" in str(error) or "Unsupported global" in str(error):
-        return ("it is not a checkpoint written by fairseq-train, or it is damaged: torch's "
-                "safe loader refused it")
+        return (
+            "it is not a checkpoint written by fairseq-train, or it is damaged: torch's "
+            "safe loader refused it"
+        )
     return f"{type(error).__name__}: {first}"[:300]
 
 
@@ -326,8 +329,10 @@ class DegenerativeModel:
             if reason is not None:
                 if not self._warned_unfused:
                     self._warned_unfused = True
-                    logger.warning(f"{FLAG} {self.path}: its full (tokens, vocabulary) logits "
-                                   f"are computed at once ({type(self.model).__name__}: {reason})")
+                    logger.warning(
+                        f"{FLAG} {self.path}: its full (tokens, vocabulary) logits "
+                        f"are computed at once ({type(self.model).__name__}: {reason})"
+                    )
                 logits = self.model(**sample["net_input"])[0][:, prefix:]
                 return FrozenLogits(logits.reshape(-1, logits.size(-1)))
             h = self.model(**sample["net_input"], features_only=True)[0][:, prefix:]

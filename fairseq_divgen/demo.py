@@ -10,6 +10,7 @@ BLEU-4), and for diversity (self-BLEU-4, distinct-2, seq-rep-4). Writes
 skips finished stages. ``--sweep`` adds a grid of TaiLr and LFD settings and the
 baselines (unlikelihood, loss truncation, MixCE, error norm truncation).
 """
+
 import argparse
 import logging
 import sys
@@ -29,27 +30,55 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The demo's command line."""
     d = Methods()
     p = argparse.ArgumentParser(prog="divgen-demo", description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", type=Path, default=Path("divgen-demo"),
-                   help="folder for everything the run writes (default: ./divgen-demo)")
-    p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="tiny: seconds (a smoke test); default: minutes on a 2-core CPU; "
-                        "large: 100k training samples, a GPU-sized budget")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("divgen-demo"),
+        help="folder for everything the run writes (default: ./divgen-demo)",
+    )
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="default",
+        help="tiny: seconds (a smoke test); default: minutes on a 2-core CPU; "
+        "large: 100k training samples, a GPU-sized budget",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the oracle, the data and training")
-    p.add_argument("--tailr-gamma", type=float, default=d.tailr_gamma,
-                   help="tailr --density-ratio-threshold")
-    p.add_argument("--tailr-min-weight", type=float, default=d.tailr_min_weight,
-                   help="tailr --density-min-weight")
-    p.add_argument("--truncation-ratio", type=float, default=d.truncation_ratio,
-                   help="truncated_ce --truncation-ratio of the degenerative model")
-    p.add_argument("--degenerative-scale", type=float, default=d.degenerative_scale,
-                   help="lfd_poe --degenerative-scale (beta)")
-    p.add_argument("--mle-weight", type=float, default=d.mle_weight,
-                   help="lfd_poe --mle-weight (lambda)")
-    p.add_argument("--cpu", action="store_true",
-                   help="stay on the CPU even where CUDA is available (default: use the GPU if any)")
-    p.add_argument("--sweep", action="store_true",
-                   help="after the main table, train and score a grid of TaiLr and LFD settings "
-                        "and of the baselines (unlikelihood, loss_truncation, mixce, error_norm_truncation)")
+    p.add_argument(
+        "--tailr-gamma", type=float, default=d.tailr_gamma, help="tailr --density-ratio-threshold"
+    )
+    p.add_argument(
+        "--tailr-min-weight",
+        type=float,
+        default=d.tailr_min_weight,
+        help="tailr --density-min-weight",
+    )
+    p.add_argument(
+        "--truncation-ratio",
+        type=float,
+        default=d.truncation_ratio,
+        help="truncated_ce --truncation-ratio of the degenerative model",
+    )
+    p.add_argument(
+        "--degenerative-scale",
+        type=float,
+        default=d.degenerative_scale,
+        help="lfd_poe --degenerative-scale (beta)",
+    )
+    p.add_argument(
+        "--mle-weight", type=float, default=d.mle_weight, help="lfd_poe --mle-weight (lambda)"
+    )
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="stay on the CPU even where CUDA is available (default: use the GPU if any)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="after the main table, train and score a grid of TaiLr and LFD settings "
+        "and of the baselines (unlikelihood, loss_truncation, mixce, error_norm_truncation)",
+    )
     args = p.parse_args(argv)
     try:  # the criterions' own checks, before the oracle or any model is built
         check_range("--tailr-gamma", args.tailr_gamma, 0.0, 1.0)

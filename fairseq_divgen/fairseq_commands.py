@@ -1,4 +1,5 @@
 """Run fairseq's command-line tools (preprocess, train, generate, ...) in a subprocess."""
+
 import os
 import subprocess
 import sys

@@ -1,12 +1,13 @@
 """Which fairseq models the fused output path covers, and their output layer.
 
-The fused path (``--fused-output``, ``losses/fused_output.py``) runs the model with
+The fused path (``--fused-output``, ``losses/chunked.py``) runs the model with
 ``features_only=True`` and applies the output projection itself, a chunk of tokens at
 a time. That is exact when the decoder's output layer is fairseq's transformer one,
 a plain ``nn.Linear`` named ``output_projection`` (tied to the input embedding or not,
 with or without bias) and no adaptive softmax: fairseq's transformer encoder-decoder
 models and ``transformer_lm``.
 """
+
 import inspect
 from typing import Optional
 

@@ -1,4 +1,5 @@
 """fairseq-train's update count, read from inside a criterion's training forward."""
+
 from fairseq.logging import metrics
 
 

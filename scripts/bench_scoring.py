@@ -25,6 +25,7 @@ one run each, one after the other) of ``divgen-score`` on 200,000 hypotheses and
 
     .venv/bin/python scripts/bench_scoring.py --scale --workdir /tmp/bench-scale  # ~4 min
 """
+
 import argparse
 import itertools
 import json
@@ -113,9 +114,7 @@ def _previous_self_bleu(hyps, max_hyps=500, seed=0, tokenize="13a"):
     if len(hyps) > max_hyps:
         hyps = random.Random(seed).sample(hyps, max_hyps)
     bleu = BLEU(tokenize=tokenize, effective_order=True)
-    scores = [
-        bleu.sentence_score(h, hyps[:i] + hyps[i + 1 :]).score for i, h in enumerate(hyps)
-    ]
+    scores = [bleu.sentence_score(h, hyps[:i] + hyps[i + 1 :]).score for i, h in enumerate(hyps)]
     return sum(scores) / len(scores)
 
 
@@ -156,9 +155,14 @@ def time_v(cmd, tree: Path) -> dict:
     """Wall seconds and peak resident memory (MiB) of cmd, from /usr/bin/time -v, run
     in ``tree`` (``python -m`` imports from the working folder first) with it on PYTHONPATH."""
     result = subprocess.run(
-        ["/usr/bin/time", "-v"] + cmd, cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        ["/usr/bin/time", "-v"] + cmd,
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", result.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
     seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.group(1).split(":"))))
@@ -168,8 +172,9 @@ def time_v(cmd, tree: Path) -> dict:
 def extract_commit(commit: str, into: Path) -> Path:
     """The fairseq_divgen package as of ``commit``, under ``into`` (git archive)."""
     into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", commit, "fairseq_divgen"], cwd=ROOT,
-                             check=True, capture_output=True).stdout  # fmt: skip
+    archive = subprocess.run(
+        ["git", "archive", commit, "fairseq_divgen"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -190,13 +195,22 @@ def scale(work: Path, n_lines: int, before_commit: str, only) -> str:
         ("with --refs, `--self-bleu-max 500`", ["--refs", str(refs), "--self-bleu-max", "500"]),
         ("no references", []),
     ]
-    lines = ["| implementation | input | wall s | max RSS (MiB) | self-BLEU | BLEU |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| implementation | input | wall s | max RSS (MiB) | self-BLEU | BLEU |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, tree in trees.items():
         for variant, extra in variants:
             out = work / "scale.json"
-            cmd = [sys.executable, "-m", "fairseq_divgen.scoring.cli", "--hyps", str(hyps),
-                   "--json", str(out)] + extra  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "fairseq_divgen.scoring.cli",
+                "--hyps",
+                str(hyps),
+                "--json",
+                str(out),
+            ] + extra
             measured = time_v(cmd, tree)
             row = next(iter(json.loads(out.read_text()).values()))
             bleu = "-" if row["bleu"] is None else f"{row['bleu']:.4f}"
@@ -229,18 +243,36 @@ def load_average() -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3, help="runs per command, for the median (default 3)")
-    p.add_argument("--before-repeats", type=int, default=3,
-                   help="runs of the slow 'before' commands (default 3)")  # fmt: skip
+    p.add_argument(
+        "--repeats", type=int, default=3, help="runs per command, for the median (default 3)"
+    )
+    p.add_argument(
+        "--before-repeats",
+        type=int,
+        default=3,
+        help="runs of the slow 'before' commands (default 3)",
+    )
     p.add_argument("--only", choices=("before", "after"), help="time only these rows")
-    p.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS), help="mean hypothesis lengths")
+    p.add_argument(
+        "--lengths", type=int, nargs="*", default=list(LENGTHS), help="mean hypothesis lengths"
+    )
     p.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder)")
-    p.add_argument("--scale", action="store_true",
-                   help="time and peak memory of --scale-lines lines, before/after")  # fmt: skip
-    p.add_argument("--scale-lines", type=int, default=SCALE_LINES,
-                   help=f"lines of --scale's files (default {SCALE_LINES})")  # fmt: skip
-    p.add_argument("--before-commit", default=BEFORE_COMMIT,
-                   help=f"the 'before' of --scale (default {BEFORE_COMMIT})")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="time and peak memory of --scale-lines lines, before/after",
+    )
+    p.add_argument(
+        "--scale-lines",
+        type=int,
+        default=SCALE_LINES,
+        help=f"lines of --scale's files (default {SCALE_LINES})",
+    )
+    p.add_argument(
+        "--before-commit",
+        default=BEFORE_COMMIT,
+        help=f"the 'before' of --scale (default {BEFORE_COMMIT})",
+    )
     args = p.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
@@ -258,7 +290,9 @@ def main(argv=None) -> int:
         variants.append(("before: pairwise sacrebleu, 500-subset", before, [], args.before_repeats))
     if args.only in (None, "after"):
         variants.append(("after: default, every hypothesis", cli, [], args.repeats))
-        variants.append(("after: `--self-bleu-max 500`", cli, ["--self-bleu-max", "500"], args.repeats))
+        variants.append(
+            ("after: `--self-bleu-max 500`", cli, ["--self-bleu-max", "500"], args.repeats)
+        )
 
     def log(text):
         print(text, file=sys.stderr, flush=True)

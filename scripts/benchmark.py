@@ -5,6 +5,7 @@ Development tooling (``benchmarks/``, not part of the installed plugin); run it
 with the project's environment from anywhere, e.g.
 ``.venv/bin/python scripts/benchmark.py --arch small --vocab 8000``.
 """
+
 import sys
 from pathlib import Path
 

@@ -19,6 +19,7 @@ Everything else is fairseq's: the overflow is detected, the step skipped and the
 scale halved exactly as on a GPU. ``tests/test_fp16_cpu.py`` keeps a check that an
 unmodified fairseq-train still stops at the first overflow.
 """
+
 import sys
 
 import torch

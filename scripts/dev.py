@@ -4,7 +4,10 @@
 Usage (from the repository root, with nothing but Python >= 3.8 and pip):
 
     python3 scripts/dev.py demo [demo options]   # the synthetic demo (main job)
-    python3 scripts/dev.py test [pytest options] # the test suite
+    python3 scripts/dev.py test [pytest options] # the test suite (all tiers)
+    python3 scripts/dev.py test --fast           # the unit tier only (no fairseq tool runs)
+    python3 scripts/dev.py test tests/test_x.py  # paths / node ids select, as with pytest
+    python3 scripts/dev.py lint                  # ruff: lint and format check
     python3 scripts/dev.py setup                 # only build .venv
 
 The environment lives in ``.venv`` (override with ``DIVGEN_VENV``). torch is
@@ -14,6 +17,7 @@ compiled against that torch without pip's build isolation (otherwise pip would
 download a second, multi-GB torch just to build it), then this package in
 editable mode with its ``test`` and ``plot`` extras.
 """
+
 import os
 import subprocess
 import sys
@@ -24,9 +28,7 @@ VENV = Path(os.environ.get("DIVGEN_VENV", ROOT / ".venv"))
 TORCH = os.environ.get("DIVGEN_TORCH", "torch==2.13.0")
 # fairseq's build needs these importable (no build isolation, see above).
 BUILD_DEPS = ["cython", "numpy<2", "setuptools", "wheel"]  # numpy<2: see setup.py
-FAIRSEQ = (
-    "fairseq==0.12.2" if sys.version_info < (3, 11) else "fairseq-fixed>=0.12.3.1"
-)
+FAIRSEQ = "fairseq==0.12.2" if sys.version_info < (3, 11) else "fairseq-fixed>=0.12.3.1"
 STAMP = VENV / ".divgen-installed"
 
 
@@ -55,8 +57,17 @@ def setup() -> Path:
     return py
 
 
+def pytest_args(rest) -> list:
+    """pytest's arguments for ``dev.py test REST``: ``--fast`` selects the unit tier; the
+    whole suite (pytest.ini's testpaths) unless a path or node id is given."""
+    args = [a for a in rest if a != "--fast"]
+    if len(args) != len(rest):
+        args = ["-m", "unit", *args]
+    return args
+
+
 def main(argv) -> int:
-    if not argv or argv[0] not in {"setup", "demo", "test"}:
+    if not argv or argv[0] not in {"setup", "demo", "test", "lint"}:
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
@@ -65,7 +76,11 @@ def main(argv) -> int:
         return 0
     if cmd == "demo":
         return subprocess.call([str(py), "-m", "fairseq_divgen.demo", *rest], cwd=ROOT)
-    return subprocess.call([str(py), "-m", "pytest", "tests", *rest], cwd=ROOT)
+    if cmd == "lint":
+        return subprocess.call([str(py), "-m", "ruff", "check", "."], cwd=ROOT) or subprocess.call(
+            [str(py), "-m", "ruff", "format", "--check", "."], cwd=ROOT
+        )
+    return subprocess.call([str(py), "-m", "pytest", *pytest_args(rest)], cwd=ROOT)
 
 
 if __name__ == "__main__":

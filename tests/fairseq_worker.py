@@ -19,19 +19,19 @@ This works around fairseq in the tests only; the plugin changes nothing:
   interpreter shutdown with the group alive can abort there although its training
   finished (pytorch/pytorch#179291): it is destroyed at the end.
 """
+
 import json
 import logging
 import sys
 import traceback
 
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-
 import fairseq.models.distributed_fairseq_model as distributed_fairseq_model
+import torch.distributed as dist
 from fairseq import checkpoint_utils, options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as distributed_utils
 from fairseq_cli import train
+from torch.nn.parallel import DistributedDataParallel
 
 FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
@@ -46,9 +46,15 @@ class CpuDistributedDataParallel(DistributedDataParallel):
 def gloo_flags(rank: int, world: int, port: int) -> list:
     """The flags that make a fairseq-train run rank ``rank`` of ``world`` CPU workers."""
     return [
-        "--distributed-backend", "gloo", "--distributed-world-size", str(world),
-        "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-        "--distributed-rank", str(rank),
+        "--distributed-backend",
+        "gloo",
+        "--distributed-world-size",
+        str(world),
+        "--distributed-no-spawn",
+        "--distributed-init-method",
+        f"tcp://127.0.0.1:{port}",
+        "--distributed-rank",
+        str(rank),
     ]
 
 

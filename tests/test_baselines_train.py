@@ -1,13 +1,14 @@
 """unlikelihood, mixce, loss_truncation and error_norm_truncation through real
 fairseq-train, fairseq-generate and fairseq-eval-lm."""
+
 import math
 import re
 
 import fairseq  # noqa: F401  (the plugin registers, and allowlists checkpoints for torch.load)
 import pytest
-
 import tiny
 import workers
+
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 LS = ["--label-smoothing", "0.1"]
@@ -15,22 +16,56 @@ LS = ["--label-smoothing", "0.1"]
 AS_MLE = {
     "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "0"], "cross_entropy"),
     "mixce": (["--criterion", "mixce", "--mixing-ratio", "1"], "cross_entropy"),
-    "loss_truncation": (["--criterion", "loss_truncation", "--dropc", "0", "--min-count", "0", *LS],
-                        "label_smoothed_cross_entropy"),
-    "error_norm_truncation": (["--criterion", "error_norm_truncation", "--token-prune-threshold",
-                               repr(math.sqrt(2)), *LS], "label_smoothed_cross_entropy"),
-}  # fmt: skip
-MLE_FLAGS = {"cross_entropy": ["--criterion", "cross_entropy"],
-             "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", *LS]}  # fmt: skip
+    "loss_truncation": (
+        ["--criterion", "loss_truncation", "--dropc", "0", "--min-count", "0", *LS],
+        "label_smoothed_cross_entropy",
+    ),
+    "error_norm_truncation": (
+        [
+            "--criterion",
+            "error_norm_truncation",
+            "--token-prune-threshold",
+            repr(math.sqrt(2)),
+            *LS,
+        ],
+        "label_smoothed_cross_entropy",
+    ),
+}
+MLE_FLAGS = {
+    "cross_entropy": ["--criterion", "cross_entropy"],
+    "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", *LS],
+}
 # Each criterion at a setting that changes training, and the field it logs.
 ACTIVE = {
     "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "1.0"], "ul_penalty"),
     "mixce": (["--criterion", "mixce", "--mixing-ratio", "0.1"], "mixce_weight"),
-    "loss_truncation": (["--criterion", "loss_truncation", "--dropc", "0.4", "--min-count", "100",
-                         "--recompute", "100", *LS], "lt_kept_ratio"),
-    "error_norm_truncation": (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.0",
-                               "--start-prune-iteration", "3", *LS], "ent_kept_ratio"),
-}  # fmt: skip
+    "loss_truncation": (
+        [
+            "--criterion",
+            "loss_truncation",
+            "--dropc",
+            "0.4",
+            "--min-count",
+            "100",
+            "--recompute",
+            "100",
+            *LS,
+        ],
+        "lt_kept_ratio",
+    ),
+    "error_norm_truncation": (
+        [
+            "--criterion",
+            "error_norm_truncation",
+            "--token-prune-threshold",
+            "1.0",
+            "--start-prune-iteration",
+            "3",
+            *LS,
+        ],
+        "ent_kept_ratio",
+    ),
+}
 UPDATES = 10
 
 
@@ -74,7 +109,9 @@ def test_mle_setting_trains_as_fairseqs_criterion(translation_data, tmp_path, ml
         # nll_loss is the plain NLL: cross_entropy logs it as its loss
         assert a["nll_loss"] == b.get("nll_loss", b["loss"])
         assert a["gnorm"] == b["gnorm"]
-    diff = workers.max_abs_param_diff(tmp_path / "checkpoint_last.pt", ref_dir / "checkpoint_last.pt")
+    diff = workers.max_abs_param_diff(
+        tmp_path / "checkpoint_last.pt", ref_dir / "checkpoint_last.pt"
+    )
     print(f"{name}: max abs parameter difference from {reference}: {diff:.3g}")
     assert diff <= 1e-6
 
@@ -89,9 +126,14 @@ def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
     valid = tiny.json_logs(out, "valid")[-1]
     assert f"valid_{key}" in valid and "valid_accuracy" in valid
     if name == "unlikelihood":  # the penalty adds to the NLL
-        assert all(float(r["loss"]) > float(r["nll_loss"]) and float(r["ul_candidates"]) > 0 for r in inner)
+        assert all(
+            float(r["loss"]) > float(r["nll_loss"]) and float(r["ul_candidates"]) > 0 for r in inner
+        )
     if name == "mixce":  # weights eta + (1 - eta) p in [0.1, 1]
-        assert all(0.1 <= float(r["mixce_weight"]) <= 1 and float(r["loss"]) < float(r["nll_loss"]) for r in inner)
+        assert all(
+            0.1 <= float(r["mixce_weight"]) <= 1 and float(r["loss"]) < float(r["nll_loss"])
+            for r in inner
+        )
     if name == "loss_truncation":  # MLE until 100 sequence losses were seen, then truncation
         kept = [float(r["lt_kept_ratio"]) for r in inner]
         assert kept[0] == 1 and min(kept) < 1 and "lt_cutoff" in inner[-1]
@@ -99,11 +141,25 @@ def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
         assert [float(r["ent_active"]) for r in inner] == [0] * 4 + [1] * (UPDATES - 4)
         assert all(float(r["ent_kept_ratio"]) < 1 for r in inner[4:])
         assert float(valid["valid_ent_active"]) == 0  # validation: the untruncated objective
-    gen = run_fairseq("generate", [
-        translation_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
-        "--cpu", "--batch-size", "16", "--gen-subset", "test", "--beam", "4",
-        "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    gen = run_fairseq(
+        "generate",
+        [
+            translation_data / "bin",
+            "--path",
+            tmp_path / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--batch-size",
+            "16",
+            "--gen-subset",
+            "test",
+            "--beam",
+            "4",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     hyps = tiny.hypotheses(gen)
     assert sorted(h[0] for h in hyps) == list(range(30))
 
@@ -111,22 +167,48 @@ def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
 @pytest.mark.parametrize("name", ["unlikelihood", "loss_truncation"])
 def test_sentence_avg_ignore_prefix_accuracy(translation_data, tmp_path, name):
     flags, key = ACTIVE[name]
-    out = _train(translation_data / "bin", tmp_path,
-                 flags + ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"], max_update=6)  # fmt: skip
+    out = _train(
+        translation_data / "bin",
+        tmp_path,
+        flags + ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"],
+        max_update=6,
+    )
     inner = tiny.json_logs(out, "train_inner")
     assert len(inner) == 6 and all("accuracy" in r and key in r for r in inner)
     assert "valid_accuracy" in tiny.json_logs(out, "valid")[-1]
 
 
 def test_unlikelihood_language_model_trains_and_evaluates(lm_data, tmp_path):
-    out = _train(lm_data / "bin", tmp_path, ACTIVE["unlikelihood"][0], max_update=15,
-                 task="language_modeling", arch=tiny.TINY_LM)  # fmt: skip
+    out = _train(
+        lm_data / "bin",
+        tmp_path,
+        ACTIVE["unlikelihood"][0],
+        max_update=15,
+        task="language_modeling",
+        arch=tiny.TINY_LM,
+    )
     assert len(tiny.json_logs(out, "train_inner")) == 15
-    ev = run_fairseq("eval-lm", [
-        lm_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
-        "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
-        "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    ev = run_fairseq(
+        "eval-lm",
+        [
+            lm_data / "bin",
+            "--path",
+            tmp_path / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--gen-subset",
+            "test",
+            "--tokens-per-sample",
+            "32",
+            "--sample-break-mode",
+            "eos",
+            "--batch-size",
+            "8",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity", ppl)
     # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).

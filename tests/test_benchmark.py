@@ -1,16 +1,43 @@
 """The benchmark harness end to end in a tiny CPU configuration (no timing assertions)."""
+
 import json
 import math
+
+import pytest
 
 from benchmarks import configs
 from benchmarks.cli import main
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def test_tiny_cpu_benchmark_reports_every_criterion(tmp_path):
     out = tmp_path / "bench"
-    assert main(["--arch", "tiny", "--vocab", "64", "--tokens-per-batch", "64", "--seq-len", "8",
-                 "--steps", "1", "--repeats", "1", "--warmup", "1",
-                 "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--arch",
+                "tiny",
+                "--vocab",
+                "64",
+                "--tokens-per-batch",
+                "64",
+                "--seq-len",
+                "8",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "1",
+                "--workdir",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.with_name("bench.json").read_text())
     rows = {r["name"]: r for r in result["rows"]}
     assert set(rows) == set(configs.ROWS)

@@ -2,7 +2,7 @@
 builds) against independent computations from the same model's logits, with
 --sentence-avg, --ignore-prefix-size 1 and --report-accuracy.
 
-References (ALGORITHMS.md): per target position t >= 1 (the first is the ignored
+References (docs/algorithms.md): per target position t >= 1 (the first is the ignored
 prefix) with gold y_t, q = softmax(z), nll_t = -log q(y_t);
 tailr: L = (1 - eps) sum_t w_t nll_t + (eps / V) sum_t sum_v -log q_t(v),
 w_t = clamp(p_t / (gamma + (1 - gamma) p_t), min_weight, 1);
@@ -11,20 +11,27 @@ lfd_poe: p_poe proportional to q_main q_degen^beta, L = (1 - eps - eps / (V - 1)
 -log p_poe(y_t) + eps / (V - 1) sum_t sum_v -log p_poe(v) + lambda sum_t nll_t;
 sample_size = the number of sentences; accuracy = argmax z_t == y_t over those t.
 """
+
 import math
 
 import pytest
+import tiny
 import torch
 from fairseq import checkpoint_utils
-
-import tiny
 
 PREFIX = ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy", "--dropout", "0"]
 
 
 def _setup(translation_data, tmp_path, task, flags):
-    argv = [str(translation_data / "bin"), "--task", task, *tiny.TINY_TRANSFORMER,
-            *tiny.common_train_args(tmp_path), *PREFIX, *flags]  # fmt: skip
+    argv = [
+        str(translation_data / "bin"),
+        "--task",
+        task,
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(tmp_path),
+        *PREFIX,
+        *flags,
+    ]
     trainer, task_obj = tiny.build_trainer(argv)
     task_obj.load_dataset("valid")
     ds = task_obj.dataset("valid")
@@ -54,9 +61,21 @@ def _accuracy_checks(log, z, t, sample_size, sample):
 
 def test_tailr(translation_data, tmp_path):
     gamma, mw, eps = 0.1, 0.3, 0.1
-    trainer, _, sample = _setup(translation_data, tmp_path, "translation", [
-        "--criterion", "tailr", "--density-ratio-threshold", str(gamma),
-        "--density-min-weight", str(mw), "--label-smoothing", str(eps)])  # fmt: skip
+    trainer, _, sample = _setup(
+        translation_data,
+        tmp_path,
+        "translation",
+        [
+            "--criterion",
+            "tailr",
+            "--density-ratio-threshold",
+            str(gamma),
+            "--density-min-weight",
+            str(mw),
+            "--label-smoothing",
+            str(eps),
+        ],
+    )
     loss, size, log, z, t = _forward(trainer, sample)
     lp = torch.log_softmax(z, -1)
     gold = lp.gather(-1, t[:, None]).squeeze(-1)
@@ -71,8 +90,12 @@ def test_tailr(translation_data, tmp_path):
 
 def test_truncated_ce(translation_data, tmp_path):
     ratio = 0.3
-    trainer, _, sample = _setup(translation_data, tmp_path, "translation", [
-        "--criterion", "truncated_ce", "--truncation-ratio", str(ratio)])  # fmt: skip
+    trainer, _, sample = _setup(
+        translation_data,
+        tmp_path,
+        "translation",
+        ["--criterion", "truncated_ce", "--truncation-ratio", str(ratio)],
+    )
     loss, size, log, z, t = _forward(trainer, sample)
     nll = -torch.log_softmax(z, -1).gather(-1, t[:, None]).squeeze(-1)
     k = math.ceil(ratio * len(t) - 1e-9)
@@ -85,8 +108,15 @@ def test_truncated_ce(translation_data, tmp_path):
 @pytest.fixture(scope="module")
 def degenerative(translation_data, tmp_path_factory):
     save = tmp_path_factory.mktemp("degen")
-    tiny_args = [translation_data / "bin", "--task", "translation", *tiny.TINY_TRANSFORMER,
-                 *tiny.common_train_args(save, 6), "--criterion", "truncated_ce"]  # fmt: skip
+    tiny_args = [
+        translation_data / "bin",
+        "--task",
+        "translation",
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(save, 6),
+        "--criterion",
+        "truncated_ce",
+    ]
     from fairseq_divgen.fairseq_commands import run_fairseq
 
     run_fairseq("train", tiny_args)
@@ -99,10 +129,24 @@ def test_lfd_poe(translation_data, degenerative, tmp_path, eos_in_product):
     puts EOS into the product too (the paper's objective)."""
     main_eos = not eos_in_product
     beta, lam, eps = 0.7, 0.5, 0.1
-    trainer, task, sample = _setup(translation_data, tmp_path, "translation_lfd", [
-        "--criterion", "lfd_poe", "--degenerative-scale", str(beta), "--mle-weight", str(lam),
-        "--label-smoothing", str(eps), "--degenerative-checkpoint", str(degenerative),
-        *(["--eos-in-product"] if eos_in_product else [])])  # fmt: skip
+    trainer, task, sample = _setup(
+        translation_data,
+        tmp_path,
+        "translation_lfd",
+        [
+            "--criterion",
+            "lfd_poe",
+            "--degenerative-scale",
+            str(beta),
+            "--mle-weight",
+            str(lam),
+            "--label-smoothing",
+            str(eps),
+            "--degenerative-checkpoint",
+            str(degenerative),
+            *(["--eos-in-product"] if eos_in_product else []),
+        ],
+    )
     loss, size, log, z, t = _forward(trainer, sample)
     # the degenerative model, loaded independently of the plugin's loader
     (degen,), _ = checkpoint_utils.load_model_ensemble([str(degenerative)], task=task)
@@ -122,19 +166,29 @@ def test_lfd_poe(translation_data, degenerative, tmp_path, eos_in_product):
     lp = torch.log(p)
     eps_i = eps / (z.size(-1) - 1)
     nll_main = -torch.log(q.gather(-1, t[:, None])).squeeze(-1)
-    ref = (1 - eps - eps_i) * -lp.gather(-1, t[:, None]).sum() + eps_i * -lp.sum() + lam * nll_main.sum()
+    ref = (
+        (1 - eps - eps_i) * -lp.gather(-1, t[:, None]).sum()
+        + eps_i * -lp.sum()
+        + lam * nll_main.sum()
+    )
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     assert log["nll_loss"].item() == pytest.approx(nll_main.sum().item(), rel=1e-5)
-    assert log["poe_loss"].item() == pytest.approx(-lp.gather(-1, t[:, None]).sum().item(), rel=1e-5)
+    assert log["poe_loss"].item() == pytest.approx(
+        -lp.gather(-1, t[:, None]).sum().item(), rel=1e-5
+    )
     at_eos = t == eos
     assert int(log["eos_count"]) == int(at_eos.sum()) > 0
     assert log["eos_nll_sum"].item() == pytest.approx(nll_main[at_eos].sum().item(), rel=1e-5)
     gold_d = torch.log_softmax(zd, -1).gather(-1, t[:, None])
-    assert log["degen_nll_loss"].item() == pytest.approx(-gold_d.sum().item(), rel=1e-5)  # validation
+    assert log["degen_nll_loss"].item() == pytest.approx(
+        -gold_d.sum().item(), rel=1e-5
+    )  # validation
     # the degenerative model's (N, V) logits never exist: its features are projected a
     # chunk of rows at a time inside the loss, not by its output layer
     calls = []
-    task.degenerative.model.decoder.output_projection.register_forward_hook(lambda *a: calls.append(1))
+    task.degenerative.model.decoder.output_projection.register_forward_hook(
+        lambda *a: calls.append(1)
+    )
     trainer.model.train()
     trainer.criterion(trainer.model, sample)[0].backward()
     assert calls == []

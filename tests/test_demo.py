@@ -1,4 +1,5 @@
 """divgen-demo: the oracle and its sampler, and the tiny experiment end to end with real fairseq."""
+
 import json
 import math
 import re
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from fairseq_divgen.synthetic import lm, oracle
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEMO = [sys.executable, "-m", "fairseq_divgen.demo"]
 TINY_ORACLE = oracle.OracleSpec(
@@ -57,13 +60,35 @@ def test_eval_lm_scores_samples_with_the_oracle_exactly(tiny_oracle, tmp_path):
     work, _stats, model, d = tiny_oracle
     samples = lm.sample(model, d, 30, TINY_ORACLE.max_len, seed=2)
     (tmp_path / "s.txt").write_text("\n".join(lm.to_text(d, samples)) + "\n")
-    run_fairseq("preprocess", ["--only-source", "--srcdict", work / "dict.txt",
-                               "--testpref", tmp_path / "s.txt", "--destdir", tmp_path / "bin"])
-    out = run_fairseq("eval-lm", [
-        tmp_path / "bin", "--path", work / "oracle.pt", "--user-dir", USER_DIR, "--cpu",
-        "--sample-break-mode", "eos", "--tokens-per-sample", TINY_ORACLE.max_len + 2,
-        "--required-batch-size-multiple", 1,
-    ]).stdout  # fmt: skip
+    run_fairseq(
+        "preprocess",
+        [
+            "--only-source",
+            "--srcdict",
+            work / "dict.txt",
+            "--testpref",
+            tmp_path / "s.txt",
+            "--destdir",
+            tmp_path / "bin",
+        ],
+    )
+    out = run_fairseq(
+        "eval-lm",
+        [
+            tmp_path / "bin",
+            "--path",
+            work / "oracle.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--sample-break-mode",
+            "eos",
+            "--tokens-per-sample",
+            TINY_ORACLE.max_len + 2,
+            "--required-batch-size-multiple",
+            1,
+        ],
+    ).stdout
     loss2 = float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1))
     # independent: teacher-forced log-probabilities of each sample followed by eos
     nll, count = 0.0, 0
@@ -79,8 +104,9 @@ def test_eval_lm_scores_samples_with_the_oracle_exactly(tiny_oracle, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo") / "run"
-    first = subprocess.run([*DEMO, "--size", "tiny", "--workdir", str(work)],
-                           capture_output=True, text=True)  # fmt: skip
+    first = subprocess.run(
+        [*DEMO, "--size", "tiny", "--workdir", str(work)], capture_output=True, text=True
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return work, first.stdout
 
@@ -104,8 +130,9 @@ def test_tiny_demo_fills_every_column_with_finite_numbers(tiny_run):
 def test_rerun_skips_finished_stages_and_keeps_results(tiny_run):
     work, _ = tiny_run
     before = (work / "mle" / "checkpoint_last.pt").stat().st_mtime_ns
-    again = subprocess.run([*DEMO, "--size", "tiny", "--workdir", str(work)],
-                           capture_output=True, text=True)  # fmt: skip
+    again = subprocess.run(
+        [*DEMO, "--size", "tiny", "--workdir", str(work)], capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("done earlier, skipped") == 16
     assert "fairseq_cli.train" not in again.stdout
@@ -115,15 +142,25 @@ def test_rerun_skips_finished_stages_and_keeps_results(tiny_run):
 def test_other_settings_on_the_same_workdir_are_refused(tiny_run):
     work, _ = tiny_run
     settings = (work / "settings.json").read_text()
-    out = subprocess.run([*DEMO, "--size", "tiny", "--workdir", str(work), "--tailr-gamma", "0.5"],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [*DEMO, "--size", "tiny", "--workdir", str(work), "--tailr-gamma", "0.5"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0
     assert "other settings" in out.stderr and "--workdir" in out.stderr
     assert (work / "settings.json").read_text() == settings
 
 
-@pytest.mark.parametrize("flag,value", [("--tailr-gamma", "5"), ("--tailr-min-weight", "-1"),
-                                        ("--truncation-ratio", "0"), ("--mle-weight", "inf")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--tailr-gamma", "5"),
+        ("--tailr-min-weight", "-1"),
+        ("--truncation-ratio", "0"),
+        ("--mle-weight", "inf"),
+    ],
+)
 def test_bad_method_flags_are_refused_before_anything_is_built(tmp_path, flag, value):
     from fairseq_divgen import demo
 
@@ -135,8 +172,9 @@ def test_bad_method_flags_are_refused_before_anything_is_built(tmp_path, flag, v
 
 def test_a_foreign_nonempty_workdir_is_refused_untouched(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    out = subprocess.run([*DEMO, "--size", "tiny", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [*DEMO, "--size", "tiny", "--workdir", str(tmp_path)], capture_output=True, text=True
+    )
     assert out.returncode != 0 and "--workdir" in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
@@ -157,10 +195,15 @@ def test_sweep_trains_and_scores_the_baselines(tiny_run, tmp_path, monkeypatch):
     log = []
     table = sweep.run_sweep(Experiment(work, SIZES["tiny"], Methods(), log=log.append))
     rows = json.loads((work / "sweep.json").read_text())
-    expected = ["Unlikelihood (unlikelihood) alpha=1",
-                "Loss truncation (loss_truncation) dropc=0.4, min count=300, recompute=300",
-                "MixCE (mixce) eta=0.5", "ENT (error_norm_truncation) threshold=1.3, start=4"]  # fmt: skip
-    assert list(rows)[-4:] == expected and len(rows) == 5 + 4  # oracle, the 4 main models, baselines
+    expected = [
+        "Unlikelihood (unlikelihood) alpha=1",
+        "Loss truncation (loss_truncation) dropc=0.4, min count=300, recompute=300",
+        "MixCE (mixce) eta=0.5",
+        "ENT (error_norm_truncation) threshold=1.3, start=4",
+    ]
+    assert (
+        list(rows)[-4:] == expected and len(rows) == 5 + 4
+    )  # oracle, the 4 main models, baselines
     for label in expected:
         assert all(math.isfinite(v) for v in rows[label].values()), label
         assert f"| {label} |" in table

@@ -30,12 +30,12 @@ earlier updates: 50 sequences an update, so with --min-count 100 --recompute 100
 truncates from update 3 on (the median of updates 1-2), with a cutoff recomputed
 before updates 3, 5 and 7.
 """
-import pytest
-import torch
-from fairseq import checkpoint_utils
 
+import pytest
 import tiny
+import torch
 import workers
+from fairseq import checkpoint_utils
 
 N = 4  # updates before the resume; every run ends at 2N (an epoch is 6 updates)
 WARMUP = 6  # truncated_ce's warm-up ends between the resume point and 2N
@@ -44,22 +44,65 @@ LT_REBUILT = "training resumes at update 4; fairseq checkpoints do not keep the 
 TOL = 1e-5
 LOADED = "loaded degenerative model from"
 EXACT_BATCHES = [
-    "--batch-size", "25", "--required-batch-size-multiple", "1",
-    "--max-tokens", "4000",  # overrides the tiny default: sentences, not tokens, make a batch
-    "--dropout", "0",
-]  # fmt: skip
+    "--batch-size",
+    "25",
+    "--required-batch-size-multiple",
+    "1",
+    "--max-tokens",
+    "4000",  # overrides the tiny default: sentences, not tokens, make a batch
+    "--dropout",
+    "0",
+]
 LS = ["--label-smoothing", "0.1"]
 CRITERIA = {
-    "tailr": ["--criterion", "tailr", *LS, "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
-    "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5",
-                     "--truncation-warmup-updates", str(WARMUP)],
-    "lfd_poe": ["--criterion", "lfd_poe", "--degenerative-scale", "1.0", "--mle-weight", "0.5", *LS],
-    "loss_truncation": ["--criterion", "loss_truncation", "--dropc", "0.5", "--min-count",
-                        str(LT_MIN_COUNT), "--recompute", "100", *LS],
+    "tailr": [
+        "--criterion",
+        "tailr",
+        *LS,
+        "--density-ratio-threshold",
+        "0.1",
+        "--density-min-weight",
+        "0.3",
+    ],
+    "truncated_ce": [
+        "--criterion",
+        "truncated_ce",
+        "--truncation-ratio",
+        "0.5",
+        "--truncation-warmup-updates",
+        str(WARMUP),
+    ],
+    "lfd_poe": [
+        "--criterion",
+        "lfd_poe",
+        "--degenerative-scale",
+        "1.0",
+        "--mle-weight",
+        "0.5",
+        *LS,
+    ],
+    "loss_truncation": [
+        "--criterion",
+        "loss_truncation",
+        "--dropc",
+        "0.5",
+        "--min-count",
+        str(LT_MIN_COUNT),
+        "--recompute",
+        "100",
+        *LS,
+    ],
     "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", "1.0"],
     "mixce": ["--criterion", "mixce", "--mixing-ratio", "0.5"],
-    "error_norm_truncation": ["--criterion", "error_norm_truncation", *LS,
-                              "--token-prune-threshold", "1.0", "--start-prune-iteration", "2"],
+    "error_norm_truncation": [
+        "--criterion",
+        "error_norm_truncation",
+        *LS,
+        "--token-prune-threshold",
+        "1.0",
+        "--start-prune-iteration",
+        "2",
+    ],
 }
 LEGACY = ["tailr", "truncated_ce", "lfd_poe", "loss_truncation"]
 # The same with the fused output path (--fused-output): the criterion's sums and gradients
@@ -69,7 +112,10 @@ FUSED = " (fused)"
 FALLBACK = "computes the unfused loss"  # the warning of a model the fused path does not cover
 MODELS = {
     "translation": ("translation", tiny.TINY_TRANSFORMER),  # tied (--share-all-embeddings)
-    "translation untied": ("translation", [a for a in tiny.TINY_TRANSFORMER if a != "--share-all-embeddings"]),
+    "translation untied": (
+        "translation",
+        [a for a in tiny.TINY_TRANSFORMER if a != "--share-all-embeddings"],
+    ),
     "lm untied": ("language_modeling", tiny.TINY_LM),
     "lm tied": ("language_modeling", [*tiny.TINY_LM, "--share-decoder-input-output-embed"]),
 }
@@ -87,9 +133,14 @@ ALL = list(CRITERIA)
 DDP = (
     [(c, fused, "translation untied", FIND_UNUSED) for c in ALL for fused in (False, True)]
     + [(c, True, "translation", "pytorch_ddp") for c in ALL]
-    + [("tailr", True, "lm untied", FIND_UNUSED), ("tailr", True, "lm tied", FIND_UNUSED),
-       ("unlikelihood", True, "lm untied", "pytorch_ddp"), ("mixce", False, "lm untied", FIND_UNUSED),
-       ("tailr", True, "translation untied", "no_c10d"), ("lfd_poe", True, "translation untied", "no_c10d")]
+    + [
+        ("tailr", True, "lm untied", FIND_UNUSED),
+        ("tailr", True, "lm tied", FIND_UNUSED),
+        ("unlikelihood", True, "lm untied", "pytorch_ddp"),
+        ("mixce", False, "lm untied", FIND_UNUSED),
+        ("tailr", True, "translation untied", "no_c10d"),
+        ("lfd_poe", True, "translation untied", "no_c10d"),
+    ]
 )
 
 
@@ -118,9 +169,18 @@ class Runs:
         if criterion == "lfd_poe":
             task = task + "_lfd"
             flags += ["--degenerative-checkpoint", self.degenerative]
-        return [self.data[task.replace("_lfd", "")], "--task", task, *arch,
-                *tiny.common_train_args(save, max_update), *EXACT_BATCHES,
-                "--update-freq", str(update_freq), *flags, *BACKENDS.get(backend, ["--ddp-backend", backend])]
+        return [
+            self.data[task.replace("_lfd", "")],
+            "--task",
+            task,
+            *arch,
+            *tiny.common_train_args(save, max_update),
+            *EXACT_BATCHES,
+            "--update-freq",
+            str(update_freq),
+            *flags,
+            *BACKENDS.get(backend, ["--ddp-backend", backend]),
+        ]
 
     def add(self, criterion, fused, setup, model="translation", backend="legacy_ddp"):
         """Plan ``setup``: "one" (1 worker, --update-freq 2, 2N updates), "two" (2 workers),
@@ -133,7 +193,9 @@ class Runs:
         freq, world = (1, 2) if two else (2, 1)
         be = backend if two else "legacy_ddp"  # one worker: no DDP wrapper at all
         if setup.endswith("-resumed"):
-            self.plan.add(key + ("first part",), self.args(criterion, fused, model, save, N, freq, be), world)
+            self.plan.add(
+                key + ("first part",), self.args(criterion, fused, model, save, N, freq, be), world
+            )
         self.plan.add(key, self.args(criterion, fused, model, save, 2 * N, freq, be), world)
         self.saves[key] = save
 
@@ -145,8 +207,12 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(translation_data, lm_data, translation_degenerative, tmp_path_factory):
-    runs = Runs(translation_data / "bin", lm_data / "bin", translation_degenerative,
-                tmp_path_factory.mktemp("distributed"))
+    runs = Runs(
+        translation_data / "bin",
+        lm_data / "bin",
+        translation_degenerative,
+        tmp_path_factory.mktemp("distributed"),
+    )
     for criterion in LEGACY:
         for fused in (False, True):
             runs.add(criterion, fused, "one")
@@ -163,7 +229,10 @@ def runs(translation_data, lm_data, translation_degenerative, tmp_path_factory):
 
 
 def _logs(output):
-    return {kind: workers.training_records(tiny.json_logs(output, kind)) for kind in ("train_inner", "valid")}
+    return {
+        kind: workers.training_records(tiny.json_logs(output, kind))
+        for kind in ("train_inner", "valid")
+    }
 
 
 def _two_equals_one(runs, case, model="translation", backend="legacy_ddp"):
@@ -173,10 +242,14 @@ def _two_equals_one(runs, case, model="translation", backend="legacy_ddp"):
     assert [int(r["num_updates"]) for r in two["train_inner"]] == list(range(1, 2 * N + 1))
     assert all(r["bsz"] == "50" for r in one["train_inner"] + two["train_inner"])
     assert len(two["valid"]) == 2 and workers.all_finite(two["train_inner"])
-    diff = workers.max_abs_param_diff(one_dir / "checkpoint_last.pt", two_dir / "checkpoint_last.pt")
-    print(f"{case}, {model}, {backend}: 2 workers vs 1 worker --update-freq 2: max abs parameter "
-          f"difference {diff:.3g}, max train loss difference "
-          f"{workers.max_loss_diff(one['train_inner'], two['train_inner']):.3g}")
+    diff = workers.max_abs_param_diff(
+        one_dir / "checkpoint_last.pt", two_dir / "checkpoint_last.pt"
+    )
+    print(
+        f"{case}, {model}, {backend}: 2 workers vs 1 worker --update-freq 2: max abs parameter "
+        f"difference {diff:.3g}, max train loss difference "
+        f"{workers.max_loss_diff(one['train_inner'], two['train_inner']):.3g}"
+    )
     assert diff <= TOL
     assert one == two  # every logged value (loss, nll_loss, the criterion's own, gnorm, lr ...)
     assert FALLBACK not in one_out + two_out
@@ -196,7 +269,11 @@ def test_torch_ddp_two_workers_equal_one_worker_with_update_freq_2(runs, entry):
 RESUMED = [(case, setup) for case in ("truncated_ce", "lfd_poe") for setup in ("one", "two")] + [
     (case + FUSED, "two") for case in ("tailr", "truncated_ce", "lfd_poe")
 ]
-LT_RESUMED = [("loss_truncation", "one"), ("loss_truncation", "two"), ("loss_truncation" + FUSED, "two")]
+LT_RESUMED = [
+    ("loss_truncation", "one"),
+    ("loss_truncation", "two"),
+    ("loss_truncation" + FUSED, "two"),
+]
 
 
 @pytest.mark.parametrize("case,setup", RESUMED)
@@ -206,10 +283,14 @@ def test_resume_equals_uninterrupted(runs, case, setup):
     full, part = _logs(full_out), _logs(part_out)
     assert "Loaded checkpoint" in part_out
     assert [int(r["num_updates"]) for r in part["train_inner"]] == list(range(N + 1, 2 * N + 1))
-    diff = workers.max_abs_param_diff(full_dir / "checkpoint_last.pt", part_dir / "checkpoint_last.pt")
-    print(f"{case}, {setup} worker(s): resumed at {N} vs uninterrupted: max abs parameter "
-          f"difference {diff:.3g}, max train loss difference "
-          f"{workers.max_loss_diff(full['train_inner'][N:], part['train_inner']):.3g}")
+    diff = workers.max_abs_param_diff(
+        full_dir / "checkpoint_last.pt", part_dir / "checkpoint_last.pt"
+    )
+    print(
+        f"{case}, {setup} worker(s): resumed at {N} vs uninterrupted: max abs parameter "
+        f"difference {diff:.3g}, max train loss difference "
+        f"{workers.max_loss_diff(full['train_inner'][N:], part['train_inner']):.3g}"
+    )
     assert diff <= TOL
     assert part["train_inner"] == full["train_inner"][N:]
     assert part["valid"] == full["valid"]  # both validate at the epoch's end and at 2N
@@ -257,4 +338,6 @@ def test_checkpoint_holds_no_criterion_state_and_optimizer_over_main_model_only(
     optim = ckpt["last_optimizer_state"]
     (group,) = optim["param_groups"]
     adam_shapes = [tuple(optim["state"][i]["exp_avg"].shape) for i in group["params"]]
-    assert adam_shapes == _main_model_parameters(save / "checkpoint_last.pt", runs.data["translation"])
+    assert adam_shapes == _main_model_parameters(
+        save / "checkpoint_last.pt", runs.data["translation"]
+    )

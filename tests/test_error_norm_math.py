@@ -6,13 +6,13 @@ is kept iff e_t <= threshold; L = sum_{kept t} (1 - eps - eps_i) nll_t + eps_i s
 eps_i = eps / (V - 1), smooth_t = -sum_v log q_t(v); the gradient of a kept token is
 (1 - eps - eps_i)(q_t - onehot) + eps_i (V q_t - 1), that of a dropped one is zero.
 """
+
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-
-from types import SimpleNamespace
 
 from fairseq_divgen.losses import LogProbs, error_norm_truncated_loss
 
@@ -20,6 +20,7 @@ from fairseq_divgen.losses import LogProbs, error_norm_truncated_loss
 def _ent(lprobs, *args, **kwargs):
     """``error_norm_truncated_loss`` of log-probabilities, its sums as attributes."""
     return SimpleNamespace(**error_norm_truncated_loss(LogProbs(lprobs), *args, **kwargs))
+
 
 PAD = 1
 V = 10

@@ -8,6 +8,7 @@ is halved, the loss scale is dynamic. tailr and lfd_poe also run with
 call of fairseq's overflow branch made harmless in that process (see its docstring);
 the first test shows what an unmodified fairseq-train does at an overflow.
 """
+
 import math
 import os
 import subprocess
@@ -15,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 from fairseq import checkpoint_utils
 
-import tiny
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +31,35 @@ MODES = {
 OVERFLOW = "gradient overflow detected"
 LS = ["--label-smoothing", "0.1"]
 CRITERIA = {
-    "label_smoothed_cross_entropy": ("translation", ["--criterion", "label_smoothed_cross_entropy", *LS], ()),
-    "tailr": ("translation", ["--criterion", "tailr", *LS, "--density-ratio-threshold", "0.1",
-                              "--density-min-weight", "0.3"], ("tailr_weight", "tailr_gamma")),
-    "truncated_ce": ("translation", ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
-                     ("trunc_loss", "kept_ratio")),
-    "lfd_poe": ("translation_lfd", ["--criterion", "lfd_poe", *LS, "--mle-weight", "1"],
-                ("poe_loss", "eos_nll")),
-}  # fmt: skip
+    "label_smoothed_cross_entropy": (
+        "translation",
+        ["--criterion", "label_smoothed_cross_entropy", *LS],
+        (),
+    ),
+    "tailr": (
+        "translation",
+        [
+            "--criterion",
+            "tailr",
+            *LS,
+            "--density-ratio-threshold",
+            "0.1",
+            "--density-min-weight",
+            "0.3",
+        ],
+        ("tailr_weight", "tailr_gamma"),
+    ),
+    "truncated_ce": (
+        "translation",
+        ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
+        ("trunc_loss", "kept_ratio"),
+    ),
+    "lfd_poe": (
+        "translation_lfd",
+        ["--criterion", "lfd_poe", *LS, "--mle-weight", "1"],
+        ("poe_loss", "eos_nll"),
+    ),
+}
 # The fused output path (--fused-output) keeps its gradients in fp32 until fairseq's loss
 # scale is applied, then casts them to the half-precision parameters.
 for _name in ("tailr", "lfd_poe"):
@@ -46,9 +68,15 @@ for _name in ("tailr", "lfd_poe"):
 BASELINES = {
     "unlikelihood": (["--criterion", "unlikelihood", "--rank-alpha", "1"], ("ul_penalty",)),
     "mixce": (["--criterion", "mixce", "--mixing-ratio", "0.5"], ("mixce_weight",)),
-    "loss_truncation": (["--criterion", "loss_truncation", "--min-count", "20", "--recompute", "20"], ("lt_kept_ratio",)),
-    "error_norm_truncation": (["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.3"], ("ent_kept_ratio",)),
-}  # fmt: skip
+    "loss_truncation": (
+        ["--criterion", "loss_truncation", "--min-count", "20", "--recompute", "20"],
+        ("lt_kept_ratio",),
+    ),
+    "error_norm_truncation": (
+        ["--criterion", "error_norm_truncation", "--token-prune-threshold", "1.3"],
+        ("ent_kept_ratio",),
+    ),
+}
 
 
 def train_fp16(args, check=True):
@@ -57,15 +85,25 @@ def train_fp16(args, check=True):
     # one intra-op thread: the tiny model gains nothing from more, and on a busy machine a
     # second thread mostly waits
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    result = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:])
     return result
 
 
 def _args(data, save, task, arch, flags, mode, max_update=8):
-    return [data, "--task", task, *arch, *tiny.common_train_args(save, max_update), "--cpu",
-            *MODES[mode], *flags]  # fmt: skip
+    return [
+        data,
+        "--task",
+        task,
+        *arch,
+        *tiny.common_train_args(save, max_update),
+        "--cpu",
+        *MODES[mode],
+        *flags,
+    ]
 
 
 def _check_finite_and_logged(out, fields):
@@ -87,22 +125,40 @@ def _check_finite_and_logged(out, fields):
 def fp16_degenerative(translation_data, tmp_path_factory):
     """A stage-1 model trained under --fp16 (the truncated_ce case's checkpoint)."""
     save = tmp_path_factory.mktemp("degen16")
-    train_fp16(_args(translation_data / "bin", save, "translation", tiny.TINY_TRANSFORMER,
-                     CRITERIA["truncated_ce"][1], "fp16"))  # fmt: skip
+    train_fp16(
+        _args(
+            translation_data / "bin",
+            save,
+            "translation",
+            tiny.TINY_TRANSFORMER,
+            CRITERIA["truncated_ce"][1],
+            "fp16",
+        )
+    )
     return save / "checkpoint_last.pt"
 
 
 # What torch says when ``.cuda()`` finds no GPU: a CPU-only build, a CUDA build without a
 # driver, a CUDA build with a driver and no device.
-NO_GPU = ("Torch not compiled with CUDA enabled", "Found no NVIDIA driver", "No CUDA GPUs are available")
+NO_GPU = (
+    "Torch not compiled with CUDA enabled",
+    "Found no NVIDIA driver",
+    "No CUDA GPUs are available",
+)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, fairseq's .cuda() call succeeds")
 def test_unmodified_fairseq_train_stops_at_the_first_overflow(translation_data, tmp_path):
     # A loss scale of 2^24 overflows fp16 gradients at the first step; fairseq's overflow
     # branch then calls .cuda(), which fails without a GPU whichever torch build is installed.
-    args = _args(translation_data / "bin", tmp_path, "translation", tiny.TINY_TRANSFORMER,
-                 [*CRITERIA["label_smoothed_cross_entropy"][1], "--fp16-init-scale", str(2**24)], "fp16")
+    args = _args(
+        translation_data / "bin",
+        tmp_path,
+        "translation",
+        tiny.TINY_TRANSFORMER,
+        [*CRITERIA["label_smoothed_cross_entropy"][1], "--fp16-init-scale", str(2**24)],
+        "fp16",
+    )
     plain = run_fairseq("train", args, check=False)
     assert plain.returncode != 0
     assert OVERFLOW in plain.stdout and "torch.tensor(0.0).cuda()" in plain.stdout
@@ -120,40 +176,98 @@ def test_criterion_trains_under_cpu_fp16(name, mode, translation_data, fp16_dege
     if task == "translation_lfd":
         flags = [*flags, "--degenerative-checkpoint", fp16_degenerative]
     save = tmp_path / "save"
-    out = train_fp16(_args(translation_data / "bin", save, task, tiny.TINY_TRANSFORMER, flags, mode)).stdout
+    out = train_fp16(
+        _args(translation_data / "bin", save, task, tiny.TINY_TRANSFORMER, flags, mode)
+    ).stdout
     _check_finite_and_logged(out, fields)
     assert "computes the unfused loss" not in out  # a fused run took the fused path
     if mode == "fp16" and name in ("tailr", "lfd_poe"):
-        gen = run_fairseq("generate", [
-            translation_data / "bin", "--task", "translation", "--path", save / "checkpoint_last.pt",
-            "--user-dir", USER_DIR, "--cpu", "--beam", "2", "--batch-size", "16",
-            "--gen-subset", "test", "--required-batch-size-multiple", "1",
-        ]).stdout  # fmt: skip
+        gen = run_fairseq(
+            "generate",
+            [
+                translation_data / "bin",
+                "--task",
+                "translation",
+                "--path",
+                save / "checkpoint_last.pt",
+                "--user-dir",
+                USER_DIR,
+                "--cpu",
+                "--beam",
+                "2",
+                "--batch-size",
+                "16",
+                "--gen-subset",
+                "test",
+                "--required-batch-size-multiple",
+                "1",
+            ],
+        ).stdout
         assert len(tiny.hypotheses(gen)) == 30
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_baseline_trains_under_cpu_fp16(name, translation_data, tmp_path):
     flags, fields = BASELINES[name]
-    out = train_fp16(_args(translation_data / "bin", tmp_path, "translation", tiny.TINY_TRANSFORMER,
-                           flags, "fp16")).stdout  # fmt: skip
+    out = train_fp16(
+        _args(
+            translation_data / "bin", tmp_path, "translation", tiny.TINY_TRANSFORMER, flags, "fp16"
+        )
+    ).stdout
     _check_finite_and_logged(out, fields)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_lfd_language_model_under_cpu_fp16_then_eval_lm(mode, lm_data, tmp_path):
     data = lm_data / "bin"
-    train_fp16(_args(data, tmp_path / "degen", "language_modeling", tiny.TINY_LM,
-                     CRITERIA["truncated_ce"][1], mode))  # fmt: skip
-    out = train_fp16(_args(data, tmp_path / "lfd", "language_modeling_lfd", tiny.TINY_LM,
-                           [*CRITERIA["lfd_poe"][1], "--degenerative-checkpoint",
-                            tmp_path / "degen" / "checkpoint_last.pt"], mode)).stdout  # fmt: skip
+    train_fp16(
+        _args(
+            data,
+            tmp_path / "degen",
+            "language_modeling",
+            tiny.TINY_LM,
+            CRITERIA["truncated_ce"][1],
+            mode,
+        )
+    )
+    out = train_fp16(
+        _args(
+            data,
+            tmp_path / "lfd",
+            "language_modeling_lfd",
+            tiny.TINY_LM,
+            [
+                *CRITERIA["lfd_poe"][1],
+                "--degenerative-checkpoint",
+                tmp_path / "degen" / "checkpoint_last.pt",
+            ],
+            mode,
+        )
+    ).stdout
     _check_finite_and_logged(out, CRITERIA["lfd_poe"][2])
-    ev = run_fairseq("eval-lm", [
-        data, "--task", "language_modeling", "--path", tmp_path / "lfd" / "checkpoint_last.pt",
-        "--user-dir", USER_DIR, "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
-        "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    ev = run_fairseq(
+        "eval-lm",
+        [
+            data,
+            "--task",
+            "language_modeling",
+            "--path",
+            tmp_path / "lfd" / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--gen-subset",
+            "test",
+            "--tokens-per-sample",
+            "32",
+            "--sample-break-mode",
+            "eos",
+            "--batch-size",
+            "8",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     assert "Perplexity" in ev
 
 
@@ -164,12 +278,31 @@ def test_degenerative_model_not_finite_in_half_precision_is_a_clear_error(
     # Weights that are fine in fp32 and overflow in fp16 (|w| > 65504).
     ckpt = checkpoint_utils.load_checkpoint_to_cpu(str(fp16_degenerative))
     big = ("embed_tokens", "output_projection")  # one shared matrix, under three names
-    ckpt["model"] = {k: v.float() * (1e5 if any(b in k for b in big) else 1) for k, v in ckpt["model"].items()}
+    ckpt["model"] = {
+        k: v.float() * (1e5 if any(b in k for b in big) else 1) for k, v in ckpt["model"].items()
+    }
     bad = tmp_path / "huge.pt"
     torch.save(ckpt, bad)
-    flags = [*CRITERIA["lfd_poe"][1], "--degenerative-checkpoint", bad, *(["--fused-output"] if fused else [])]
-    result = train_fp16(_args(translation_data / "bin", tmp_path / "s", "translation_lfd",
-                              tiny.TINY_TRANSFORMER, flags, "fp16"), check=False)  # fmt: skip
+    flags = [
+        *CRITERIA["lfd_poe"][1],
+        "--degenerative-checkpoint",
+        bad,
+        *(["--fused-output"] if fused else []),
+    ]
+    result = train_fp16(
+        _args(
+            translation_data / "bin",
+            tmp_path / "s",
+            "translation_lfd",
+            tiny.TINY_TRANSFORMER,
+            flags,
+            "fp16",
+        ),
+        check=False,
+    )
     assert result.returncode != 0
-    assert f"--degenerative-checkpoint {bad}: its outputs are not finite in torch.float16" in result.stdout
+    assert (
+        f"--degenerative-checkpoint {bad}: its outputs are not finite in torch.float16"
+        in result.stdout
+    )
     assert "Minimum loss scale reached" not in result.stdout

@@ -2,13 +2,15 @@
 
 Reference: logits ``z = h W^T + b`` as one (N, V) tensor, then each objective written
 out here from its definition (docs/algorithms.md and the papers) and
-differentiated by autograd. The fused path (a :class:`Projection` source) computes the same sums chunk by chunk
+differentiated by autograd. The fused path (a :class:`Projection` source) computes the
+same sums chunk by chunk
 (4 rows per chunk: 30 rows split 4 + ... + 4 + 2; loss truncation 2 sequences of 6)
 with closed-form gradients. Loss, logged sums and the gradients with respect to
 ``h``, ``W`` and ``b`` agree to 1e-10, with pads, with and without bias, and with the
 output weight tied to an input embedding (``h`` computed from ``W``, so ``W`` gets
 the sum of both gradients).
 """
+
 import math
 
 import pytest
@@ -27,6 +29,9 @@ from fairseq_divgen.losses import (
     truncated_nll_loss,
     unlikelihood_loss,
 )
+
+# every test also runs on NaN-filled new memory (conftest.memory_fill)
+pytestmark = pytest.mark.usefixtures("memory_fill")
 
 PAD, EOS = 1, 2
 B, T, V, D = 5, 6, 11, 4
@@ -77,7 +82,9 @@ class Case:
         ref_loss.backward()
         torch.testing.assert_close(loss, ref_loss, **TOL)
         for k in keys:
-            torch.testing.assert_close(torch.as_tensor(stats[k]).double(), torch.as_tensor(ref_stats[k]).double(), **TOL)
+            torch.testing.assert_close(
+                torch.as_tensor(stats[k]).double(), torch.as_tensor(ref_stats[k]).double(), **TOL
+            )
         for name in mine:
             if ref[name].grad is None:
                 assert mine[name].grad is None or not mine[name].grad.any(), name
@@ -87,8 +94,12 @@ class Case:
         return stats, ref_stats
 
 
-CASES = [dict(bias=True, tied=False), dict(bias=False, tied=False), dict(bias=True, tied=True),
-         dict(bias=False, tied=True)]  # fmt: skip
+CASES = [
+    dict(bias=True, tied=False),
+    dict(bias=False, tied=False),
+    dict(bias=True, tied=True),
+    dict(bias=False, tied=True),
+]
 IDS = ["bias", "no-bias", "tied-bias", "tied"]
 
 
@@ -156,6 +167,32 @@ def test_under_no_grad_only_the_sums_are_computed():
     assert spy.want_grad == [False] * math.ceil(B * T / ROWS) and not out["loss"].requires_grad
 
 
+class SomeRowsWithoutGradient:
+    """loss = sum(z) over the rows of every other chunk; the others give no gradient."""
+
+    all_names = ("loss",)
+
+    def __call__(self, z, rows, want_grad, out=None):
+        if (rows.start // ROWS) % 2 == 0:
+            return torch.stack([z.sum()]), (torch.ones_like(z) if want_grad else None)
+        return torch.zeros(1, dtype=z.dtype), None
+
+
+@pytest.mark.parametrize("source", ["projection", "logits"])
+def test_rows_an_objective_gives_no_gradient_get_exactly_zero(source, memory_fill):
+    g = torch.Generator().manual_seed(6)
+    h = torch.randn(B * T, D, generator=g, dtype=torch.float64).requires_grad_(True)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64)
+    if source == "projection":
+        out = chunked_loss(Projection(h, w, None), SomeRowsWithoutGradient(), rows=ROWS)
+    else:
+        out = chunked_loss(h @ w.t(), SomeRowsWithoutGradient(), rows=ROWS)
+    out["loss"].backward()
+    with_grad = torch.tensor([(i // ROWS) % 2 == 0 for i in range(B * T)])
+    torch.testing.assert_close(h.grad[with_grad], w.sum(0).expand(int(with_grad.sum()), D))
+    assert torch.equal(h.grad[~with_grad], torch.zeros_like(h.grad[~with_grad]))
+
+
 def test_second_backward_raises():
     case = Case(3)
     mine = case.leaves()
@@ -206,7 +243,9 @@ def test_under_autocast_the_logits_take_the_autocast_dtype():
 
 
 @pytest.mark.parametrize("kw", CASES, ids=IDS)
-@pytest.mark.parametrize("gamma,min_weight,eps", [(0.1, 0.3, 0.1), (1.0, 0.0, 0.0), (0.0, 0.0, 0.1)])
+@pytest.mark.parametrize(
+    "gamma,min_weight,eps", [(0.1, 0.3, 0.1), (1.0, 0.0, 0.0), (0.0, 0.0, 0.1)]
+)
 def test_tailr(kw, gamma, min_weight, eps):
     case = Case(5, **kw)
     t, real = _flat(case)
@@ -216,7 +255,11 @@ def test_tailr(kw, gamma, min_weight, eps):
         p = gold.detach().exp()
         w = (p / (gamma + (1 - gamma) * p)).clamp(min_weight, 1.0) * real
         loss = (1 - eps) * (w * -gold).sum() + eps / V * (-lp.sum(-1) * real).sum()
-        return loss, {"nll": (-gold * real).sum(), "weight": w.sum(), "n_correct": _correct(z, t, real)}
+        return loss, {
+            "nll": (-gold * real).sum(),
+            "weight": w.sum(),
+            "n_correct": _correct(z, t, real),
+        }
 
     def ours(h, w, b):
         out = tailr_loss(Projection(h, w, b), t, gamma, min_weight, eps, PAD, True, ROWS)
@@ -275,7 +318,9 @@ def test_error_norm_truncation(kw, eps, truncate):
         return loss, {"nll": (-gold * real).sum(), "kept": keep.sum(), "norm": norms.sum()}
 
     def ours(h, w, b):
-        out = error_norm_truncated_loss(Projection(h, w, b), t, threshold, eps, PAD, truncate, rows=ROWS)
+        out = error_norm_truncated_loss(
+            Projection(h, w, b), t, threshold, eps, PAD, truncate, rows=ROWS
+        )
         return out["loss"], out
 
     stats, _ = case.compare(ours, reference, ["nll", "kept", "norm"])
@@ -317,7 +362,9 @@ def test_unlikelihood(kw, alpha):
         out = unlikelihood_loss(Projection(h, w, b), case.target, alpha, PAD, rows=ROWS)
         return out["loss"], out
 
-    stats, ref = case.compare(ours, reference, ["nll"] + (["penalty", "candidates"] if alpha else []))
+    stats, ref = case.compare(
+        ours, reference, ["nll"] + (["penalty", "candidates"] if alpha else [])
+    )
     if alpha and kw == CASES[0]:
         assert ref["candidates"] > 10
 
@@ -340,20 +387,30 @@ def test_loss_truncation(kw, eps, truncate):
         keep_seq = seq <= cutoff
         keep = keep_seq[:, None].expand(B, T).reshape(-1) & real
         loss = _ls(z, t, keep if truncate else real, eps)
-        return loss, {"nll": nll.sum(), "sequence_nll": seq, "kept_sequences": keep_seq.sum(),
-                      "kept_tokens": tokens[keep_seq].sum()}  # fmt: skip
+        return loss, {
+            "nll": nll.sum(),
+            "sequence_nll": seq,
+            "kept_sequences": keep_seq.sum(),
+            "kept_tokens": tokens[keep_seq].sum(),
+        }
 
     def ours(h, w, b):
         cut = torch.tensor(cutoff, dtype=torch.float64)
-        out = loss_truncation_loss(Projection(h, w, b), case.target, cut, eps, PAD, truncate, rows=2 * T)
+        out = loss_truncation_loss(
+            Projection(h, w, b), case.target, cut, eps, PAD, truncate, rows=2 * T
+        )
         return out["loss"], out
 
-    stats, _ = case.compare(ours, reference, ["nll", "sequence_nll", "kept_sequences", "kept_tokens"])
+    stats, _ = case.compare(
+        ours, reference, ["nll", "sequence_nll", "kept_sequences", "kept_tokens"]
+    )
     assert 0 < stats["kept_sequences"] < B
 
 
 @pytest.mark.parametrize("kw", CASES, ids=IDS)
-@pytest.mark.parametrize("ratio,count", [(0.3, "host"), (0.3, "device"), (0.55, "device"), (1.0, "host")])
+@pytest.mark.parametrize(
+    "ratio,count", [(0.3, "host"), (0.3, "device"), (0.55, "device"), (1.0, "host")]
+)
 def test_truncated_ce(kw, ratio, count):
     case = Case(10, **kw)
     t, real = _flat(case)
@@ -368,8 +425,16 @@ def test_truncated_ce(kw, ratio, count):
 
     def ours(h, w, b):
         host = n if count == "host" else None
-        out = truncated_nll_loss(Projection(h, w, b), t, ratio, PAD, num_tokens=host,
-                                 max_tokens=B * T - 2, accuracy=True, rows=ROWS)
+        out = truncated_nll_loss(
+            Projection(h, w, b),
+            t,
+            ratio,
+            PAD,
+            num_tokens=host,
+            max_tokens=B * T - 2,
+            accuracy=True,
+            rows=ROWS,
+        )
         return out["loss"], out
 
     case.compare(ours, reference, ["nll", "kept", "n_correct"])
@@ -388,8 +453,14 @@ def test_truncated_ce_gradient_pass_runs_over_the_kept_rows_only(monkeypatch):
 
     monkeypatch.setattr(chunked.OutputLayer, "logits", counting)
     mine = case.leaves()
-    out = truncated_nll_loss(Projection(mine["h0"], mine["W"], mine["b"]), t, 0.3, PAD,
-                             num_tokens=int(real.sum()), rows=B * T)
+    out = truncated_nll_loss(
+        Projection(mine["h0"], mine["W"], mine["b"]),
+        t,
+        0.3,
+        PAD,
+        num_tokens=int(real.sum()),
+        rows=B * T,
+    )
     kept = out["kept"]
     assert projected == [B * T, kept] and kept == math.ceil(0.3 * int(real.sum()))
 
@@ -414,8 +485,10 @@ def _poe_reference(z, zd, t, real, beta, lam, eps, main_eos):
 
 
 @pytest.mark.parametrize("kw", CASES, ids=IDS)
-@pytest.mark.parametrize("beta,lam,eps,main_eos", [(0.7, 0.5, 0.1, False), (1.0, 0.0, 0.0, True),
-                                                   (0.5, 1.0, 0.1, True), (0.0, 1.0, 0.1, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "beta,lam,eps,main_eos",
+    [(0.7, 0.5, 0.1, False), (1.0, 0.0, 0.0, True), (0.5, 1.0, 0.1, True), (0.0, 1.0, 0.1, False)],
+)
 @pytest.mark.parametrize("degen", ["projection", "logits"])
 @pytest.mark.parametrize("block_rows", [None, 3], ids=["chunks", "chunks in blocks"])
 def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
@@ -431,15 +504,30 @@ def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
     source = Projection(hd, wd, bd) if degen == "projection" else zd
 
     def ours(h, w, b):
-        out = lfd_loss(Projection(h, w, b), source, t, beta, lam, eps, PAD, EOS, not main_eos, rows=ROWS)
+        out = lfd_loss(
+            Projection(h, w, b), source, t, beta, lam, eps, PAD, EOS, not main_eos, rows=ROWS
+        )
         assert "degen_nll" not in out  # a training step: no diagnostic
         return out["loss"], out
 
-    case.compare(ours, lambda z: _poe_reference(z, zd, t, real, beta, lam, eps, main_eos),
-                 ["poe_nll", "main_nll", "main_eos_nll"])  # fmt: skip
+    case.compare(
+        ours,
+        lambda z: _poe_reference(z, zd, t, real, beta, lam, eps, main_eos),
+        ["poe_nll", "main_nll", "main_eos_nll"],
+    )
     assert hd.grad is None and wd.grad is None  # nothing reaches the degenerative model
     with torch.no_grad():  # validation: the degenerative model's own NLL
-        out = lfd_loss(Projection(case.h0, case.W, case.b), source, t, beta, lam, eps, PAD, EOS,
-                       not main_eos, rows=ROWS)
+        out = lfd_loss(
+            Projection(case.h0, case.W, case.b),
+            source,
+            t,
+            beta,
+            lam,
+            eps,
+            PAD,
+            EOS,
+            not main_eos,
+            rows=ROWS,
+        )
     ref = (zd.logsumexp(-1) - zd.gather(-1, t[:, None]).squeeze(-1))[real].sum()
     torch.testing.assert_close(out["degen_nll"], ref, **TOL)

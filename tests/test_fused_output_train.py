@@ -13,32 +13,88 @@ with SGD: Adam's first update is about lr * sign(g) per parameter, which turns
 rounding-level differences of near-zero gradient entries into lr-sized parameter
 differences (measured here: ~1e-4 after 4 updates with Adam, ~1e-7 with SGD).
 """
+
 import logging
 import math
 
 import pytest
-import torch
-
 import tiny
+import torch
 
 STEPS, BSZ = 4, 20
 COMMON = ["--dropout", "0", "--report-accuracy", "--optimizer", "sgd", "--lr", "0.5"]
 LS = ["--label-smoothing", "0.1"]
 TRANSLATION = {
-    "tailr": ["--criterion", "tailr", *LS, "--density-ratio-threshold", "0.1", "--density-min-weight", "0.3"],
-    "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5",
-                     "--truncation-warmup-updates", "1"],
-    "truncated_ce (prefix)": ["--criterion", "truncated_ce", "--truncation-ratio", "0.3",
-                              "--ignore-prefix-size", "1"],
-    "lfd_poe": ["--criterion", "lfd_poe", *LS, "--degenerative-scale", "0.7", "--mle-weight", "0.5"],
-    "lfd_poe (EOS in product, prefix)": ["--criterion", "lfd_poe", *LS, "--eos-in-product",
-                                      "--ignore-prefix-size", "1"],
-    "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", "1.0", "--ignore-prefix-size", "1"],
-    "loss_truncation": ["--criterion", "loss_truncation", *LS, "--dropc", "0.4", "--min-count", "20",
-                        "--recompute", "20"],
+    "tailr": [
+        "--criterion",
+        "tailr",
+        *LS,
+        "--density-ratio-threshold",
+        "0.1",
+        "--density-min-weight",
+        "0.3",
+    ],
+    "truncated_ce": [
+        "--criterion",
+        "truncated_ce",
+        "--truncation-ratio",
+        "0.5",
+        "--truncation-warmup-updates",
+        "1",
+    ],
+    "truncated_ce (prefix)": [
+        "--criterion",
+        "truncated_ce",
+        "--truncation-ratio",
+        "0.3",
+        "--ignore-prefix-size",
+        "1",
+    ],
+    "lfd_poe": [
+        "--criterion",
+        "lfd_poe",
+        *LS,
+        "--degenerative-scale",
+        "0.7",
+        "--mle-weight",
+        "0.5",
+    ],
+    "lfd_poe (EOS in product, prefix)": [
+        "--criterion",
+        "lfd_poe",
+        *LS,
+        "--eos-in-product",
+        "--ignore-prefix-size",
+        "1",
+    ],
+    "unlikelihood": [
+        "--criterion",
+        "unlikelihood",
+        "--rank-alpha",
+        "1.0",
+        "--ignore-prefix-size",
+        "1",
+    ],
+    "loss_truncation": [
+        "--criterion",
+        "loss_truncation",
+        *LS,
+        "--dropc",
+        "0.4",
+        "--min-count",
+        "20",
+        "--recompute",
+        "20",
+    ],
     "mixce": ["--criterion", "mixce", "--mixing-ratio", "0.5"],
-    "error_norm_truncation": ["--criterion", "error_norm_truncation", *LS, "--token-prune-threshold", "1.0"],
-}  # fmt: skip
+    "error_norm_truncation": [
+        "--criterion",
+        "error_norm_truncation",
+        *LS,
+        "--token-prune-threshold",
+        "1.0",
+    ],
+}
 LM = {
     "tailr (untied)": (["--criterion", "tailr", *LS, "--density-ratio-threshold", "0.1"], False),
     "loss_truncation (untied, bias)": (TRANSLATION["loss_truncation"], True),
@@ -111,8 +167,10 @@ def _compare(argv, edit_model=None):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), k
             logged = max(logged, abs(a[k] - b[k]) / max(abs(a[k]), 1e-6))
     diff = max((p - q).abs().max().item() for p, q in zip(plain[0], fused[0]))
-    print(f"max parameter difference {diff:.2e}, max relative difference of a logged value "
-          f"{logged:.2e}")
+    print(
+        f"max parameter difference {diff:.2e}, max relative difference of a logged value "
+        f"{logged:.2e}"
+    )
     assert diff < 1e-5
     return plain, fused
 
@@ -121,8 +179,15 @@ def _compare(argv, edit_model=None):
 def degenerative(translation_data, tmp_path_factory):
     """A degenerative checkpoint: 2 truncated_ce updates of the tiny transformer."""
     save = tmp_path_factory.mktemp("fused-degen")
-    argv = [str(translation_data / "bin"), "--task", "translation", *tiny.TINY_TRANSFORMER,
-            *tiny.common_train_args(save), "--criterion", "truncated_ce"]  # fmt: skip
+    argv = [
+        str(translation_data / "bin"),
+        "--task",
+        "translation",
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(save),
+        "--criterion",
+        "truncated_ce",
+    ]
     trainer, task = tiny.build_trainer(argv)
     task.load_dataset("train")
     ds = task.dataset("train")
@@ -138,8 +203,15 @@ def test_fused_output_trains_as_the_unfused_path(case, translation_data, degener
     task, flags = "translation", TRANSLATION[case]
     if case.startswith("lfd_poe"):
         task, flags = "translation_lfd", [*flags, "--degenerative-checkpoint", str(degenerative)]
-    argv = [str(translation_data / "bin"), "--task", task, *tiny.TINY_TRANSFORMER,
-            *tiny.common_train_args(tmp_path), *COMMON, *flags]  # fmt: skip
+    argv = [
+        str(translation_data / "bin"),
+        "--task",
+        task,
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(tmp_path),
+        *COMMON,
+        *flags,
+    ]
     plain, fused = _compare(argv)
     if case.startswith("lfd_poe"):
         assert "degen_nll_loss" in fused[2]
@@ -152,22 +224,50 @@ def test_fused_output_trains_as_the_unfused_path(case, translation_data, degener
 @pytest.mark.parametrize("case", list(LM))
 def test_fused_output_trains_as_the_unfused_path_language_model(case, lm_data, tmp_path):
     flags, bias = LM[case]
-    argv = [str(lm_data / "bin"), "--task", "language_modeling", *tiny.TINY_LM,
-            *tiny.common_train_args(tmp_path), *COMMON, *flags]  # fmt: skip
+    argv = [
+        str(lm_data / "bin"),
+        "--task",
+        "language_modeling",
+        *tiny.TINY_LM,
+        *tiny.common_train_args(tmp_path),
+        *COMMON,
+        *flags,
+    ]
     _compare(argv, _with_bias if bias else None)
 
 
 def test_uncovered_model_falls_back_with_one_warning(translation_data, tmp_path, caplog):
-    lstm = ["--arch", "lstm", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-            "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16"]
-    argv = [str(translation_data / "bin"), "--task", "translation", *lstm, *tiny.common_train_args(tmp_path),
-            *COMMON, *TRANSLATION["tailr"]]  # fmt: skip
+    lstm = [
+        "--arch",
+        "lstm",
+        "--encoder-embed-dim",
+        "16",
+        "--decoder-embed-dim",
+        "16",
+        "--encoder-hidden-size",
+        "16",
+        "--decoder-hidden-size",
+        "16",
+        "--decoder-out-embed-dim",
+        "16",
+    ]
+    argv = [
+        str(translation_data / "bin"),
+        "--task",
+        "translation",
+        *lstm,
+        *tiny.common_train_args(tmp_path),
+        *COMMON,
+        *TRANSLATION["tailr"],
+    ]
     plain = _train(argv)
     with caplog.at_level(logging.WARNING, logger="fairseq_divgen"):
         fused = _train([*argv, "--fused-output"])
     lines = [r.getMessage() for r in caplog.records if "--fused-output" in r.getMessage()]
-    assert lines == ["--fused-output: TailrCriterion computes the unfused loss for LSTMModel: "
-                     "its decoder (LSTMDecoder) has no output_projection (nn.Linear)"]  # fmt: skip
+    assert lines == [
+        "--fused-output: TailrCriterion computes the unfused loss for LSTMModel: "
+        "its decoder (LSTMDecoder) has no output_projection (nn.Linear)"
+    ]
     assert all(math.isfinite(r["loss"]) for r in fused[1])
     assert fused[1] == plain[1] and fused[2] == plain[2]  # the same (unfused) computation
 
@@ -175,9 +275,19 @@ def test_uncovered_model_falls_back_with_one_warning(translation_data, tmp_path,
 def test_adaptive_softmax_is_not_covered(lm_data, tmp_path):
     from fairseq_divgen.output_layer import uncovered_reason
 
-    argv = [str(lm_data / "bin"), "--task", "language_modeling", *tiny.TINY_LM,
-            *tiny.common_train_args(tmp_path), "--criterion", "adaptive_loss",
-            "--adaptive-softmax-cutoff", "10", "--ddp-backend", "legacy_ddp"]  # fmt: skip
+    argv = [
+        str(lm_data / "bin"),
+        "--task",
+        "language_modeling",
+        *tiny.TINY_LM,
+        *tiny.common_train_args(tmp_path),
+        "--criterion",
+        "adaptive_loss",
+        "--adaptive-softmax-cutoff",
+        "10",
+        "--ddp-backend",
+        "legacy_ddp",
+    ]
     trainer, _ = tiny.build_trainer(argv)
     assert "adaptive softmax" in uncovered_reason(trainer.model)
 
@@ -187,8 +297,17 @@ def test_every_criterion_has_the_flag_with_one_help_text():
 
     from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
 
-    names = ["tailr", "truncated_ce", "lfd_poe", "unlikelihood", "loss_truncation", "mixce",
-             "error_norm_truncation"]  # fmt: skip
-    flags = [{f.name: f for f in fields(CRITERION_DATACLASS_REGISTRY[n])}["fused_output"] for n in names]
+    names = [
+        "tailr",
+        "truncated_ce",
+        "lfd_poe",
+        "unlikelihood",
+        "loss_truncation",
+        "mixce",
+        "error_norm_truncation",
+    ]
+    flags = [
+        {f.name: f for f in fields(CRITERION_DATACLASS_REGISTRY[n])}["fused_output"] for n in names
+    ]
     assert all(f.default is False for f in flags)
     assert len({f.metadata["help"] for f in flags}) == 1

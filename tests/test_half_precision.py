@@ -9,6 +9,7 @@
   within stated tolerances, both measured against an fp32 computation of the same
   half-precision inputs.
 """
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,6 +25,9 @@ from fairseq_divgen.losses import (
     unlikelihood_loss,
 )
 
+# every test also runs on NaN-filled new memory (conftest.memory_fill)
+pytestmark = pytest.mark.usefixtures("memory_fill")
+
 PAD, EOS = 1, 2
 B, T, V, D = 6, 9, 101, 16
 ROWS = 12  # rows per chunk: several chunks (loss truncation: whole sequences, 9 * 2 rows)
@@ -33,13 +37,15 @@ HALF = (torch.float16, torch.bfloat16)
 OBJECTIVES = {
     "tailr": lambda s, t: tailr_loss(s, t.reshape(-1), 0.1, 0.3, 0.1, PAD, rows=ROWS),
     "mixce": lambda s, t: mixce_loss(s, t.reshape(-1), 0.5, PAD, rows=ROWS),
-    "error_norm_truncation": lambda s, t: error_norm_truncated_loss(s, t.reshape(-1), 1.0, 0.1, PAD,
-                                                                    rows=ROWS),
+    "error_norm_truncation": lambda s, t: error_norm_truncated_loss(
+        s, t.reshape(-1), 1.0, 0.1, PAD, rows=ROWS
+    ),
     "unlikelihood": lambda s, t: unlikelihood_loss(s, t, 1.0, PAD, rows=ROWS),
     "loss_truncation": lambda s, t: loss_truncation_loss(s, t, CUTOFF, 0.1, PAD, rows=2 * T),
     "truncated_ce": lambda s, t: truncated_nll_loss(s, t.reshape(-1), 0.5, PAD, rows=ROWS),
-    "lfd_poe": lambda s, t: lfd_loss(s, _degenerative(s), t.reshape(-1), 1.0, 3.0, 0.1, PAD, EOS,
-                                     rows=ROWS),
+    "lfd_poe": lambda s, t: lfd_loss(
+        s, _degenerative(s), t.reshape(-1), 1.0, 3.0, 0.1, PAD, EOS, rows=ROWS
+    ),
 }
 
 
@@ -130,7 +136,10 @@ def _relative(a, b):
 # gradient matmuls; the fused path sums dL/dW over chunks in fp32.
 # Measured on these problems: fp16 up to 1e-4 (loss) and 9e-4 (gradients), bf16 up to
 # 1.4e-3 and 9e-3, for the fused and the unfused path alike.
-TOLERANCE = {torch.float16: {"loss": 5e-4, "grad": 2e-3}, torch.bfloat16: {"loss": 5e-3, "grad": 2e-2}}
+TOLERANCE = {
+    torch.float16: {"loss": 5e-4, "grad": 2e-3},
+    torch.bfloat16: {"loss": 5e-3, "grad": 2e-2},
+}
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=["fp16", "bf16"])

@@ -9,22 +9,27 @@ With the end-of-sentence symbol kept out of the product (the default,
 p(eos) = q_main(eos) and p(v) = (1 - q_main(eos)) * q_main(v) q_degen(v)^beta /
 sum_{u != eos} q_main(u) q_degen(u)^beta for every other v.
 """
+
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from types import SimpleNamespace
+from fairseq_divgen.losses import chunking, lfd_loss
 
-from fairseq_divgen.losses import chunking
-from fairseq_divgen.losses import lfd_loss
+# every test also runs on NaN-filled new memory (conftest.memory_fill)
+pytestmark = pytest.mark.usefixtures("memory_fill")
 
 
 def _lfd(z, degen, target, beta, lam, eps, pad, eos=None, main_eos=False, rows=None):
     """``lfd_loss`` with EOS outside the product iff ``main_eos``, sums as attributes
     (``degen_nll`` None when not computed)."""
-    out = lfd_loss(z, degen, target, beta, lam, eps, pad, eos, eos_in_product=not main_eos,
-                    rows=rows)
+    out = lfd_loss(
+        z, degen, target, beta, lam, eps, pad, eos, eos_in_product=not main_eos, rows=rows
+    )
     return SimpleNamespace(**{"degen_nll": None, **out})
+
 
 PAD = 1
 EOS = 2
@@ -149,7 +154,9 @@ def test_label_smoothing_follows_fairseq_convention_on_the_poe_distribution():
     nll = -lp[keep].gather(-1, target[keep, None]).sum()
     smooth = -lp[keep].sum()
     eps_i = eps / (V - 1)  # fairseq's label_smoothed_nll_loss convention
-    assert out.loss.item() == pytest.approx(((1 - eps - eps_i) * nll + eps_i * smooth).item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx(
+        ((1 - eps - eps_i) * nll + eps_i * smooth).item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("beta,lam,eps", [(1.0, 0.0, 0.0), (1.0, 1.0, 0.1), (2.0, 0.5, 0.0)])
@@ -241,7 +248,9 @@ def test_backward_keeps_one_vocabulary_sized_tensor(lam, main_eos):
     z_main, degen_lp, target = _batch(seed=14)
     z = z_main.float().requires_grad_(True)
     d = degen_lp.float()
-    kept = _saved_vocab_sized(lambda: _lfd(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos))
+    kept = _saved_vocab_sized(
+        lambda: _lfd(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos)
+    )
     assert kept == 1
     out = _lfd(z, d, target, 1.0, lam, 0.0, PAD, EOS, main_eos=main_eos)
     ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")

@@ -1,26 +1,41 @@
 """LFD end to end with real fairseq: truncated_ce (stage 1) -> lfd_poe (stage 2) ->
 plain-task generation / evaluation, resume, validate, and the checks on bad input."""
+
 import hashlib
 import logging
 import random
 import re
 import shutil
 
-import pytest
 import fairseq  # noqa: F401  (fairseq_divgen registers, and allowlists checkpoints, once fairseq is imported)
+import pytest
+import tiny
 import torch
 
-import tiny
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 # The degenerative model is smaller than the main model (TINY_TRANSFORMER, dim 32).
 SMALL_TRANSFORMER = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]  # fmt: skip
+    "--arch",
+    "transformer",
+    "--share-all-embeddings",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "16",
+    "--decoder-embed-dim",
+    "16",
+    "--encoder-ffn-embed-dim",
+    "32",
+    "--decoder-ffn-embed-dim",
+    "32",
+    "--encoder-attention-heads",
+    "2",
+    "--decoder-attention-heads",
+    "2",
+]
 STAGE1 = ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"]
 STAGE2 = ["--criterion", "lfd_poe", "--degenerative-scale", "1.0", "--mle-weight", "0.5"]
 LOADED = "loaded degenerative model from"
@@ -53,8 +68,9 @@ def stage1_lm(lm_data, tmp_path_factory):
     return root / "checkpoint_last.pt"
 
 
-def test_translation_two_stages_resume_validate_generate(translation_data, stage1_translation,
-                                                         translation_degenerative, tmp_path, caplog):
+def test_translation_two_stages_resume_validate_generate(
+    translation_data, stage1_translation, translation_degenerative, tmp_path, caplog
+):
     data = translation_data / "bin"
     degen = tmp_path / "degenerative.pt"
     shutil.copy(stage1_translation, degen)
@@ -79,8 +95,13 @@ def test_translation_two_stages_resume_validate_generate(translation_data, stage
     # optimizer over exactly the main model's parameters (the same Adam states as an
     # MLE run of the same architecture), and the size of that MLE checkpoint.
     mle = tmp_path / "mle"
-    _train(data, mle, "translation", tiny.TINY_TRANSFORMER,
-           ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"])
+    _train(
+        data,
+        mle,
+        "translation",
+        tiny.TINY_TRANSFORMER,
+        ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
+    )
     ckpt = _load(save / "checkpoint_last.pt")
     ckpt_mle = _load(mle / "checkpoint_last.pt")
     assert not ckpt.get("criterion")
@@ -104,7 +125,13 @@ def test_translation_two_stages_resume_validate_generate(translation_data, stage
     # Resuming with another degenerative model is said, naming both checkpoints (the run
     # keeps the fingerprint of the one it began with).
     caplog.set_level(logging.WARNING, logger="fairseq_divgen.degenerative")
-    argv = [data, "--task", "translation_lfd", *tiny.TINY_TRANSFORMER, *tiny.common_train_args(save, 16)]
+    argv = [
+        data,
+        "--task",
+        "translation_lfd",
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(save, 16),
+    ]
     tiny.build_criterion([*argv, *STAGE2, "--degenerative-checkpoint", translation_degenerative])
     warned = [r.getMessage() for r in caplog.records if "was trained with" in r.getMessage()]
     assert len(warned) == 1 and str(degen.resolve()) in warned[0]
@@ -114,18 +141,48 @@ def test_translation_two_stages_resume_validate_generate(translation_data, stage
     assert not [r for r in caplog.records if "was trained with" in r.getMessage()]
 
     # fairseq-validate rebuilds task and criterion from the saved config.
-    val = run_fairseq("validate", [data, "--task", "translation_lfd", "--path", save / "checkpoint_last.pt",
-                                   "--user-dir", USER_DIR, "--cpu", "--valid-subset", "valid",
-                                   "--batch-size", "16"]).stdout  # fmt: skip
+    val = run_fairseq(
+        "validate",
+        [
+            data,
+            "--task",
+            "translation_lfd",
+            "--path",
+            save / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--valid-subset",
+            "valid",
+            "--batch-size",
+            "16",
+        ],
+    ).stdout
     assert "valid on 'valid' subset" in val and "poe_loss" in val
 
     # Generation needs only the main model and the plain translation task.
     degen.rename(tmp_path / "moved-away.pt")
-    gen = run_fairseq("generate", [
-        data, "--task", "translation", "--path", save / "checkpoint_last.pt",
-        "--user-dir", USER_DIR, "--cpu", "--beam", "4", "--batch-size", "16",
-        "--gen-subset", "test", "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    gen = run_fairseq(
+        "generate",
+        [
+            data,
+            "--task",
+            "translation",
+            "--path",
+            save / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--beam",
+            "4",
+            "--batch-size",
+            "16",
+            "--gen-subset",
+            "test",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     assert len(tiny.hypotheses(gen)) == 30 and LOADED not in gen
 
 
@@ -136,15 +193,38 @@ def test_language_model_two_stages_then_plain_eval_lm(lm_data, stage1_lm, tmp_pa
     save = tmp_path / "stage2"
     # lfd_poe at its defaults (beta 1, lambda 3, EOS outside the product): what a user
     # who passes no LFD flags gets must learn the language within 10 updates
-    out = _train(data, save, "language_modeling_lfd", tiny.TINY_LM,
-                 ["--degenerative-checkpoint", degen, "--criterion", "lfd_poe"]).stdout
+    out = _train(
+        data,
+        save,
+        "language_modeling_lfd",
+        tiny.TINY_LM,
+        ["--degenerative-checkpoint", degen, "--criterion", "lfd_poe"],
+    ).stdout
     assert out.count(LOADED) == 1 and len(tiny.json_logs(out, "train_inner")) == 10
     degen.rename(tmp_path / "moved-away.pt")
-    ev = run_fairseq("eval-lm", [
-        data, "--task", "language_modeling", "--path", save / "checkpoint_last.pt",
-        "--user-dir", USER_DIR, "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
-        "--sample-break-mode", "eos", "--batch-size", "8", "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    ev = run_fairseq(
+        "eval-lm",
+        [
+            data,
+            "--task",
+            "language_modeling",
+            "--path",
+            save / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--gen-subset",
+            "test",
+            "--tokens-per-sample",
+            "32",
+            "--sample-break-mode",
+            "eos",
+            "--batch-size",
+            "8",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity of the stage-2 main model", ppl)
     # Uniform over the 24 words would be 24 (lambda 0.5 gave 26.1 here). The chain gives
@@ -158,8 +238,12 @@ def other_dictionary_checkpoint(tmp_path_factory):
     """A translation checkpoint trained on data with a different dictionary."""
     root = tmp_path_factory.mktemp("otherdict")
     tiny.write_translation_corpus(root / "raw", seed=11)
-    (root / "raw" / "train.src").write_text("zz " * 5 + "\n" + (root / "raw" / "train.src").read_text())
-    (root / "raw" / "train.tgt").write_text("zz " * 5 + "\n" + (root / "raw" / "train.tgt").read_text())
+    (root / "raw" / "train.src").write_text(
+        "zz " * 5 + "\n" + (root / "raw" / "train.src").read_text()
+    )
+    (root / "raw" / "train.tgt").write_text(
+        "zz " * 5 + "\n" + (root / "raw" / "train.tgt").read_text()
+    )
     tiny.binarize_translation(root / "raw", root / "bin")
     _train(root / "bin", root / "ck", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
     return root / "ck" / "checkpoint_last.pt"
@@ -181,16 +265,26 @@ def other_size_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def orphan_checkpoints(translation_data, stage1_translation, other_dictionary_checkpoint, tmp_path_factory):
+def orphan_checkpoints(
+    translation_data, stage1_translation, other_dictionary_checkpoint, tmp_path_factory
+):
     """Stage-1 checkpoints whose data directory is gone: the task's own, one with the
     same dictionary size in another order, and the reverse direction (tgt -> src)."""
     root = tmp_path_factory.mktemp("orphans")
     shutil.copytree(translation_data / "bin", root / "bin")
-    _train(root / "bin", root / "reverse", "translation", SMALL_TRANSFORMER,
-           [*STAGE1, "--source-lang", "tgt", "--target-lang", "src"], max_update=2)  # fmt: skip
+    _train(
+        root / "bin",
+        root / "reverse",
+        "translation",
+        SMALL_TRANSFORMER,
+        [*STAGE1, "--source-lang", "tgt", "--target-lang", "src"],
+        max_update=2,
+    )
     other_bin = other_dictionary_checkpoint.parent.parent / "bin"
     shutil.copytree(other_bin, root / "other-bin")
-    _train(root / "other-bin", root / "other", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
+    _train(
+        root / "other-bin", root / "other", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2
+    )
     _train(root / "bin", root / "same", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
     shutil.rmtree(root / "bin")
     shutil.rmtree(root / "other-bin")
@@ -202,35 +296,101 @@ def adaptive_softmax_lm(lm_data, tmp_path_factory):
     """A language model with an adaptive softmax (no full-vocabulary logits), trained
     with fairseq's adaptive_loss (its log-probabilities cannot be trained through)."""
     root = tmp_path_factory.mktemp("adaptive_lm")
-    _train(lm_data / "bin", root, "language_modeling", [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
-           ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"], max_update=2)  # fmt: skip
+    _train(
+        lm_data / "bin",
+        root,
+        "language_modeling",
+        [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
+        ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"],
+        max_update=2,
+    )
     return root / "checkpoint_last.pt"
 
 
 ERRORS = {
     "plain-task": ("translation", lambda c: [], "--criterion lfd_poe needs --task translation_lfd"),
-    "no-flag": ("translation_lfd", lambda c: [], "--degenerative-checkpoint is required with --criterion lfd_poe"),
-    "missing-file": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["tmp"] / "nope.pt"], "nope.pt: no such file"),
-    "directory": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["mt"].parent], "is a directory (it holds checkpoint_"),
-    "other-size-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["othersize"]], "decoder.embed_tokens.weight has 64 rows, but the task's target dictionary has 56 symbols"),
-    "reverse-direction-without-data-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["orphans"]["reverse"]], "it translates tgt->src, the task src->tgt"),
-    "unreadable": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["garbage"]], "not a readable fairseq checkpoint (it is not a checkpoint written by fairseq-train, or it is damaged"),
-    "in-save-dir": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["mt"], "--save-dir", c["mt"].parent], "is in --save-dir"),
-    "other-dictionary": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["otherdict"]], "dictionary differs from the task's at symbol #"),
-    "lm-for-translation": ("translation_lfd", lambda c: ["--degenerative-checkpoint", c["lm"]], "holds a decoder-only model, but --task translation_lfd needs an encoder-decoder model"),
-    "translation-for-lm": ("language_modeling_lfd", lambda c: ["--degenerative-checkpoint", c["mt"]], "holds an encoder-decoder model, but --task language_modeling_lfd needs a decoder-only"),
-    "adaptive-softmax-degenerative": ("language_modeling_lfd", lambda c: ["--degenerative-checkpoint", c["adaptive"]], "the model has an adaptive softmax (--adaptive-softmax-cutoff); the product of experts needs full-vocabulary logits"),
-}  # fmt: skip
+    "no-flag": (
+        "translation_lfd",
+        lambda c: [],
+        "--degenerative-checkpoint is required with --criterion lfd_poe",
+    ),
+    "missing-file": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["tmp"] / "nope.pt"],
+        "nope.pt: no such file",
+    ),
+    "directory": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["mt"].parent],
+        "is a directory (it holds checkpoint_",
+    ),
+    "other-size-without-data-dir": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["othersize"]],
+        "decoder.embed_tokens.weight has 64 rows, but the task's target dictionary has 56 symbols",
+    ),
+    "reverse-direction-without-data-dir": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["orphans"]["reverse"]],
+        "it translates tgt->src, the task src->tgt",
+    ),
+    "unreadable": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["garbage"]],
+        "not a readable fairseq checkpoint (it is not a checkpoint written by fairseq-train, "
+        "or it is damaged",
+    ),
+    "in-save-dir": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["mt"], "--save-dir", c["mt"].parent],
+        "is in --save-dir",
+    ),
+    "other-dictionary": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["otherdict"]],
+        "dictionary differs from the task's at symbol #",
+    ),
+    "lm-for-translation": (
+        "translation_lfd",
+        lambda c: ["--degenerative-checkpoint", c["lm"]],
+        "holds a decoder-only model, but --task translation_lfd needs an encoder-decoder model",
+    ),
+    "translation-for-lm": (
+        "language_modeling_lfd",
+        lambda c: ["--degenerative-checkpoint", c["mt"]],
+        "holds an encoder-decoder model, but --task language_modeling_lfd needs a decoder-only",
+    ),
+    "adaptive-softmax-degenerative": (
+        "language_modeling_lfd",
+        lambda c: ["--degenerative-checkpoint", c["adaptive"]],
+        "the model has an adaptive softmax (--adaptive-softmax-cutoff); the product of experts "
+        "needs full-vocabulary logits",
+    ),
+}
 
 
 @pytest.fixture
-def error_context(tmp_path, stage1_translation, stage1_lm, other_dictionary_checkpoint,
-                  other_size_checkpoint, orphan_checkpoints, adaptive_softmax_lm):
+def error_context(
+    tmp_path,
+    stage1_translation,
+    stage1_lm,
+    other_dictionary_checkpoint,
+    other_size_checkpoint,
+    orphan_checkpoints,
+    adaptive_softmax_lm,
+):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(random.Random(0).randbytes(4096))
-    return {"tmp": tmp_path, "garbage": garbage, "otherdict": other_dictionary_checkpoint,
-            "lm": stage1_lm, "mt": stage1_translation, "othersize": other_size_checkpoint,
-            "orphans": orphan_checkpoints, "adaptive": adaptive_softmax_lm}
+    return {
+        "tmp": tmp_path,
+        "garbage": garbage,
+        "otherdict": other_dictionary_checkpoint,
+        "lm": stage1_lm,
+        "mt": stage1_translation,
+        "othersize": other_size_checkpoint,
+        "orphans": orphan_checkpoints,
+        "adaptive": adaptive_softmax_lm,
+    }
 
 
 def _stage2_argv(data, save, task, flags, max_update=10):
@@ -252,8 +412,9 @@ def test_bad_degenerative_input_is_refused_when_the_criterion_is_built(
     assert "weights_only=False" not in str(err.value)  # never advise turning safe loading off
 
 
-def test_stage2_into_stage1s_save_dir_is_refused_and_stage1_is_untouched(translation_data, tmp_path,
-                                                                         stage1_translation):
+def test_stage2_into_stage1s_save_dir_is_refused_and_stage1_is_untouched(
+    translation_data, tmp_path, stage1_translation
+):
     # Following fairseq's own hint for the first error ("Criterion does not match; please
     # reset the optimizer") used to train the main model from the degenerative one and
     # replace stage 1's checkpoints: refused before anything is loaded or written.
@@ -261,20 +422,38 @@ def test_stage2_into_stage1s_save_dir_is_refused_and_stage1_is_untouched(transla
     shutil.copytree(stage1_translation.parent, stage1)
     before = {p.name: _sha256(p) for p in stage1.iterdir()}
     flags = ["--degenerative-checkpoint", stage1 / "checkpoint_last.pt", "--reset-optimizer"]
-    result = run_fairseq("train", _stage2_argv(translation_data / "bin", stage1, "translation_lfd", flags),
-                         check=False)
+    result = run_fairseq(
+        "train",
+        _stage2_argv(translation_data / "bin", stage1, "translation_lfd", flags),
+        check=False,
+    )
     assert result.returncode != 0
-    assert f"--degenerative-checkpoint {stage1 / 'checkpoint_last.pt'}: is in --save-dir {stage1}" in result.stdout
+    assert (
+        f"--degenerative-checkpoint {stage1 / 'checkpoint_last.pt'}: is in --save-dir {stage1}"
+        in result.stdout
+    )
     assert "examples from" not in result.stdout and "Loaded checkpoint" not in result.stdout
     assert {p.name: _sha256(p) for p in stage1.iterdir()} == before
     # the same checkpoint from stage 2's own folder is fine
-    tiny.build_criterion(_stage2_argv(translation_data / "bin", tmp_path / "lfd", "translation_lfd", flags))
+    tiny.build_criterion(
+        _stage2_argv(translation_data / "bin", tmp_path / "lfd", "translation_lfd", flags)
+    )
 
 
 def test_lfd_task_with_another_criterion_never_reads_the_checkpoint(translation_data, tmp_path):
-    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
-                 ["--degenerative-checkpoint", tmp_path / "does-not-exist.pt",
-                  "--criterion", "label_smoothed_cross_entropy"], max_update=2).stdout  # fmt: skip
+    out = _train(
+        translation_data / "bin",
+        tmp_path / "save",
+        "translation_lfd",
+        tiny.TINY_TRANSFORMER,
+        [
+            "--degenerative-checkpoint",
+            tmp_path / "does-not-exist.pt",
+            "--criterion",
+            "label_smoothed_cross_entropy",
+        ],
+        max_update=2,
+    ).stdout
     assert LOADED not in out and len(tiny.json_logs(out, "train_inner")) == 2
 
 
@@ -282,20 +461,36 @@ WARNING = "is not here, so its dictionaries cannot be compared symbol by symbol"
 
 
 @pytest.mark.parametrize("case", ["same", "other"])
-def test_missing_stage1_data_dir_is_a_warning_not_a_vacuous_check(case, translation_data, orphan_checkpoints, tmp_path):
+def test_missing_stage1_data_dir_is_a_warning_not_a_vacuous_check(
+    case, translation_data, orphan_checkpoints, tmp_path
+):
     # Same size, same direction: nothing in the checkpoint tells the two apart, so
     # training goes ahead (the sizes and direction were checked) and says what it
     # could not check. Before, the task's dictionary was compared with itself.
-    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
-                 ["--degenerative-checkpoint", orphan_checkpoints[case], *STAGE2], max_update=2).stdout  # fmt: skip
+    out = _train(
+        translation_data / "bin",
+        tmp_path / "save",
+        "translation_lfd",
+        tiny.TINY_TRANSFORMER,
+        ["--degenerative-checkpoint", orphan_checkpoints[case], *STAGE2],
+        max_update=2,
+    ).stdout
     assert WARNING in out and out.count(LOADED) == 1
 
 
 def test_check_keeps_only_what_loading_needs(translation_data, stage1_translation, tmp_path):
-    trainer, task = tiny.build_trainer([
-        str(translation_data / "bin"), "--task", "translation_lfd", *tiny.TINY_TRANSFORMER,
-        *tiny.common_train_args(tmp_path), *STAGE2, "--degenerative-checkpoint", str(stage1_translation),
-    ])  # fmt: skip
+    trainer, task = tiny.build_trainer(
+        [
+            str(translation_data / "bin"),
+            "--task",
+            "translation_lfd",
+            *tiny.TINY_TRANSFORMER,
+            *tiny.common_train_args(tmp_path),
+            *STAGE2,
+            "--degenerative-checkpoint",
+            str(stage1_translation),
+        ]
+    )
     assert "last_optimizer_state" in _load(stage1_translation)  # the file holds Adam's state
     kept, _own_task = task.degenerative._state  # read by the check at build_criterion
     assert set(kept) == {"args", "cfg", "model"}
@@ -303,17 +498,40 @@ def test_check_keeps_only_what_loading_needs(translation_data, stage1_translatio
 
 
 def test_degenerative_scale_zero_never_reads_the_checkpoint(translation_data, tmp_path):
-    out = _train(translation_data / "bin", tmp_path / "save", "translation_lfd", tiny.TINY_TRANSFORMER,
-                 ["--degenerative-checkpoint", tmp_path / "does-not-exist.pt",
-                  "--criterion", "lfd_poe", "--degenerative-scale", "0", "--mle-weight", "1"], max_update=2).stdout  # fmt: skip
+    out = _train(
+        translation_data / "bin",
+        tmp_path / "save",
+        "translation_lfd",
+        tiny.TINY_TRANSFORMER,
+        [
+            "--degenerative-checkpoint",
+            tmp_path / "does-not-exist.pt",
+            "--criterion",
+            "lfd_poe",
+            "--degenerative-scale",
+            "0",
+            "--mle-weight",
+            "1",
+        ],
+        max_update=2,
+    ).stdout
     inner = tiny.json_logs(out, "train_inner")
     assert LOADED not in out and len(inner) == 2
     assert all("degen_nll_loss" not in r for r in inner)
 
 
 def test_adaptive_softmax_main_model_is_a_clear_error(lm_data, stage1_lm, tmp_path):
-    result = _train(lm_data / "bin", tmp_path / "save", "language_modeling_lfd",
-                    [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
-                    ["--degenerative-checkpoint", stage1_lm, *STAGE2], max_update=2, check=False)  # fmt: skip
+    result = _train(
+        lm_data / "bin",
+        tmp_path / "save",
+        "language_modeling_lfd",
+        [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
+        ["--degenerative-checkpoint", stage1_lm, *STAGE2],
+        max_update=2,
+        check=False,
+    )
     assert result.returncode != 0
-    assert "lfd_poe needs full-vocabulary logits, but the model has an adaptive softmax" in result.stdout
+    assert (
+        "lfd_poe needs full-vocabulary logits, but the model has an adaptive softmax"
+        in result.stdout
+    )

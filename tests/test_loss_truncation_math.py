@@ -10,16 +10,16 @@ the last ``recompute`` values when the next update begins; the cutoff is +inf un
 ``min_count`` values have entered, then numpy.percentile(deque, 100 (1 - dropc)),
 recomputed once ``recompute`` new values have entered since the last time.
 """
+
 import collections
 import math
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-
-from types import SimpleNamespace
 
 from fairseq_divgen.losses import LogProbs, LossHistory, linear_quantile, loss_truncation_loss
 
@@ -27,6 +27,7 @@ from fairseq_divgen.losses import LogProbs, LossHistory, linear_quantile, loss_t
 def _lt(lprobs, *args, **kwargs):
     """``loss_truncation_loss`` of log-probabilities, its sums as attributes."""
     return SimpleNamespace(**loss_truncation_loss(LogProbs(lprobs), *args, **kwargs))
+
 
 PAD = 1
 V = 9
@@ -95,7 +96,10 @@ def test_a_sequence_without_target_tokens_is_not_ranked():
     logits, target = _batch(seed=2)
     target[2] = PAD
     out = _lt(torch.log_softmax(logits, -1), target, 1.0, 0.0, PAD)
-    assert math.isnan(out.sequence_nll[2].item()) and not torch.isnan(out.sequence_nll[[0, 1, 3]]).any()
+    assert (
+        math.isnan(out.sequence_nll[2].item())
+        and not torch.isnan(out.sequence_nll[[0, 1, 3]]).any()
+    )
 
 
 @pytest.mark.parametrize("q", [0.0, 0.35, 0.6, 0.9, 1.0])
@@ -104,7 +108,9 @@ def test_linear_quantile_is_numpys_percentile(q):
     values = torch.randn(50, generator=g)
     for n in (1, 2, 7, 50):
         got = linear_quantile(values, torch.tensor(n), q).item()
-        assert got == pytest.approx(np.percentile(values[:n].double().numpy(), 100 * q), rel=1e-12, abs=1e-12)
+        assert got == pytest.approx(
+            np.percentile(values[:n].double().numpy(), 100 * q), rel=1e-12, abs=1e-12
+        )
 
 
 class ReferenceHistory:
@@ -124,8 +130,10 @@ class ReferenceHistory:
                 self.total += len(self.pending)
                 self.since += len(self.pending)
                 self.pending = []
-                if self.dropc > 0 and self.total >= max(self.min_count, 1) and (
-                    self.since >= self.cap or self.cutoff == math.inf
+                if (
+                    self.dropc > 0
+                    and self.total >= max(self.min_count, 1)
+                    and (self.since >= self.cap or self.cutoff == math.inf)
                 ):
                     values = np.array(self.buf, dtype=np.float32).astype(np.float64)
                     self.cutoff = float(np.percentile(values, 100 * (1 - self.dropc)))
@@ -151,9 +159,14 @@ def _drive(histories, steps=40, seed=0):
     return cutoffs
 
 
-@pytest.mark.parametrize("dropc,min_count,recompute", [(0.4, 30, 25), (0.1, 0, 10), (0.7, 100, 64), (0.0, 5, 10)])
+@pytest.mark.parametrize(
+    "dropc,min_count,recompute", [(0.4, 30, 25), (0.1, 0, 10), (0.7, 100, 64), (0.0, 5, 10)]
+)
 def test_history_follows_the_reference(dropc, min_count, recompute):
-    ours, ref = LossHistory(dropc, min_count, recompute), ReferenceHistory(dropc, min_count, recompute)
+    ours, ref = (
+        LossHistory(dropc, min_count, recompute),
+        ReferenceHistory(dropc, min_count, recompute),
+    )
     cutoffs = _drive([ours, ref])
     for got, expected in cutoffs:
         assert got == pytest.approx(expected, rel=1e-12)

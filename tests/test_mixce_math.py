@@ -3,6 +3,7 @@
 Reference (float64, explicit softmax): w_t = eta + (1 - eta) p_t with p_t = q_t(y_t)
 a constant, L = sum_t w_t * -log p_t over non-pad t, d L / d z_t = w_t (q_t - onehot(y_t)).
 """
+
 import math
 
 import pytest
@@ -16,6 +17,7 @@ def _mixce(lprobs, *args, **kwargs):
     """``(loss, nll, weight sum)`` of ``mixce_loss`` on log-probabilities."""
     out = mixce_loss(LogProbs(lprobs), *args, **kwargs)
     return out["loss"], out["nll"], out["weight"]
+
 
 PAD = 1
 V = 11
@@ -70,7 +72,9 @@ def test_eta_one_is_fairseq_cross_entropy():
     loss, nll, _ = _mixce(torch.log_softmax(z1, -1), target, 1.0, PAD)
     # fairseq's cross_entropy criterion: F.nll_loss(lprobs, target, ignore_index, "sum")
     ce = F.nll_loss(torch.log_softmax(z2, -1), target, ignore_index=PAD, reduction="sum")
-    assert loss.item() == pytest.approx(ce.item(), rel=1e-14) and nll.item() == pytest.approx(ce.item(), rel=1e-14)
+    assert loss.item() == pytest.approx(ce.item(), rel=1e-14) and nll.item() == pytest.approx(
+        ce.item(), rel=1e-14
+    )
     loss.backward()
     ce.backward()
     torch.testing.assert_close(z1.grad, z2.grad, rtol=0, atol=1e-14)

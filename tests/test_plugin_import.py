@@ -1,4 +1,5 @@
 """The package registers its components once, however it is imported, and leaves logging alone."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -75,8 +76,7 @@ def test_import_before_fairseq_registers_when_fairseq_is_imported():
         "import sys, fairseq_divgen\n"
         "assert 'fairseq' not in sys.modules and 'torch' not in sys.modules\n"
         "import fairseq, argparse, torch\n"
-        "assert argparse.Namespace in torch.serialization.get_safe_globals()\n"
-        + CHECK_REGISTERED
+        "assert argparse.Namespace in torch.serialization.get_safe_globals()\n" + CHECK_REGISTERED
     )
     assert "registered" in out
 
@@ -106,9 +106,15 @@ def test_divgen_score_help_import_time_budget():
     # -X importtime: the cumulative import time of the CLI module, in microseconds.
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import fairseq_divgen.scoring.cli"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    line = next(l for l in result.stderr.splitlines() if l.rstrip().endswith("fairseq_divgen.scoring.cli"))
+    line = next(
+        line
+        for line in result.stderr.splitlines()
+        if line.rstrip().endswith("fairseq_divgen.scoring.cli")
+    )
     cumulative_us = int(line.split("|")[1])
     assert cumulative_us < 300_000, line  # well under a second (torch alone takes seconds)

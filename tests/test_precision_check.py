@@ -6,6 +6,7 @@ output. The log lines below use the formats of fairseq 0.12: fairseq_cli/train.p
 ``%(asctime)s | %(levelname)s | %(name)s | %(message)s``, the JSON progress bar,
 and the overflow messages of fairseq/trainer.py and fairseq/optim/amp_optimizer.py.
 """
+
 import importlib.util
 from pathlib import Path
 
@@ -33,10 +34,16 @@ AMP_LOG = f"""{T} | fairseq.optim.amp_optimizer | AMP: overflow detected, settin
 def test_reads_final_values_and_counts_fp16_overflows():
     row = check.summarize(FP16_LOG, 0)
     assert row == {
-        "status": "ok", "updates": 20, "final_loss": 8.25, "final_nll_loss": 8.0,
-        "final_valid_nll_loss": 7.75, "nan_or_inf": False, "final_loss_scale": 32.0,
-        "overflows": 2, "amp_skipped_batches": 0,
-    }  # fmt: skip
+        "status": "ok",
+        "updates": 20,
+        "final_loss": 8.25,
+        "final_nll_loss": 8.0,
+        "final_valid_nll_loss": 7.75,
+        "nan_or_inf": False,
+        "final_loss_scale": 32.0,
+        "overflows": 2,
+        "amp_skipped_batches": 0,
+    }
 
 
 def test_counts_amp_overflows_and_flags_nan():

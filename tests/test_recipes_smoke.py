@@ -4,6 +4,7 @@ Checks that the script finishes, that scores.json has a row per system with the
 recipe's metrics, every value finite, and that generation covered every test example
 (``n``). About a minute or two per recipe on 2 CPU cores.
 """
+
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("mle", "tailr", "lfd")
 # The language-model smoke run also trains the baselines (the other smoke runs leave
@@ -21,15 +24,29 @@ SYSTEMS = ("mle", "tailr", "lfd")
 BASELINES = ("unlikelihood", "loss_truncation", "mixce", "error_norm_truncation")
 
 
-def run_recipe(recipe: str, workdir: Path, check: bool = True, **env) -> subprocess.CompletedProcess:
+def run_recipe(
+    recipe: str, workdir: Path, check: bool = True, **env
+) -> subprocess.CompletedProcess:
     """``bash examples/<recipe>/run.sh`` with SMOKE=1 and this interpreter."""
-    full_env = {**os.environ, "SMOKE": "1", "WORKDIR": str(workdir), "PYTHON": sys.executable, **env}
+    full_env = {
+        **os.environ,
+        "SMOKE": "1",
+        "WORKDIR": str(workdir),
+        "PYTHON": sys.executable,
+        **env,
+    }
     proc = subprocess.run(
         ["bash", str(ROOT / "examples" / recipe / "run.sh")],
-        env=full_env, cwd=workdir.parent, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        env=full_env,
+        cwd=workdir.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
-        pytest.fail(f"{recipe}/run.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+        pytest.fail(
+            f"{recipe}/run.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     return proc
 
 
@@ -40,7 +57,9 @@ def scores(workdir: Path) -> dict:
     rows = json.loads(path.read_text())
     for name, metrics in rows.items():
         for key, value in metrics.items():
-            assert isinstance(value, (int, float)) and math.isfinite(value), f"{name}.{key} = {value!r}"
+            assert isinstance(value, (int, float)) and math.isfinite(value), (
+                f"{name}.{key} = {value!r}"
+            )
     assert (workdir / "scores.md").read_text().startswith("| system |")
     return rows
 
@@ -61,10 +80,24 @@ def test_translation_recipe_smoke_then_rerun_skips_every_stage(tmp_path):
     work = tmp_path / "translation"
     run_recipe("translation", work)
     rows = scores(work)
-    expect(rows, SYSTEMS, ["bleu", "self_bleu", "distinct_2", "seq_rep_4", "mean_len"], lines(work / "text/test.en"))
+    expect(
+        rows,
+        SYSTEMS,
+        ["bleu", "self_bleu", "distinct_2", "seq_rep_4", "mean_len"],
+        lines(work / "text/test.en"),
+    )
 
     again = run_recipe("translation", work)
-    stages = ["data", "preprocess", "train_mle", "train_tailr", "train_degenerative", "train_lfd", "generate", "score"]
+    stages = [
+        "data",
+        "preprocess",
+        "train_mle",
+        "train_tailr",
+        "train_degenerative",
+        "train_lfd",
+        "generate",
+        "score",
+    ]
     for stage in stages:
         assert f"== stage {stage}: already done, skipped" in again.stdout
     assert scores(work) == rows
@@ -78,7 +111,12 @@ def test_summarization_recipe_smoke(tmp_path):
     work = tmp_path / "summarization"
     run_recipe("summarization", work)
     rows = scores(work)
-    expect(rows, SYSTEMS, ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "distinct_2"], lines(work / "text/test.target"))
+    expect(
+        rows,
+        SYSTEMS,
+        ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "distinct_2"],
+        lines(work / "text/test.target"),
+    )
     # fine-tuned from the locally pretrained tiny BART (denoising task, <mask> row dropped)
     log = (work / "checkpoints/mle/train.log").read_text()
     assert "loading pretrained model from" in log and "bart.smoke/model.pt" in log
@@ -86,7 +124,9 @@ def test_summarization_recipe_smoke(tmp_path):
     # Without rouge-score the score stage says so, keeps the other scores, and fails.
     blocker = tmp_path / "no_rouge"
     (blocker / "rouge_score").mkdir(parents=True)
-    (blocker / "rouge_score" / "__init__.py").write_text("raise ImportError('rouge_score hidden by the test')\n")
+    (blocker / "rouge_score" / "__init__.py").write_text(
+        "raise ImportError('rouge_score hidden by the test')\n"
+    )
     (work / ".done" / "score").unlink()
     proc = run_recipe("summarization", work, check=False, STAGES="score", PYTHONPATH=str(blocker))
     assert proc.returncode != 0
@@ -118,4 +158,9 @@ def test_dialogue_recipe_smoke(tmp_path):
     run_recipe("dialogue", work)
     rows = scores(work)
     names = [f"{s}-greedy" for s in SYSTEMS]
-    expect(rows, names, ["bleu", "distinct_1", "distinct_2", "self_bleu"], lines(work / "text/test.response"))
+    expect(
+        rows,
+        names,
+        ["bleu", "distinct_1", "distinct_2", "self_bleu"],
+        lines(work / "text/test.response"),
+    )

@@ -1,5 +1,6 @@
 """Scoring metrics against values worked out by hand, and the BLEU metrics against
 sacrebleu's own pairwise computation (definitions in scoring/metrics.py)."""
+
 import json
 import logging
 import random
@@ -111,7 +112,9 @@ EDGE_CASES = [
 
 
 @pytest.mark.parametrize("tokenize", ["13a", "none"])
-def test_self_bleu_equals_sacrebleu_pairwise_with_ties_duplicates_empty_and_one_word_lines(tokenize):
+def test_self_bleu_equals_sacrebleu_pairwise_with_ties_duplicates_empty_and_one_word_lines(
+    tokenize,
+):
     expected = pairwise_self_bleu(EDGE_CASES, tokenize)
     assert self_bleu(EDGE_CASES, tokenize=tokenize) == within_1e9(expected)
     # and on every subset that leaves one line out, so that no line's error can
@@ -145,7 +148,9 @@ def test_self_bleu_equals_sacrebleu_pairwise_on_random_sentences_with_colliding_
     assert self_bleu(hyps, tokenize=tokenize) == within_1e9(pairwise_self_bleu(hyps, tokenize))
     for k in range(2, 8):  # small sets, where one wrong hypothesis moves the mean a lot
         small = rng.sample(hyps, k)
-        assert self_bleu(small, tokenize=tokenize) == within_1e9(pairwise_self_bleu(small, tokenize))
+        assert self_bleu(small, tokenize=tokenize) == within_1e9(
+            pairwise_self_bleu(small, tokenize)
+        )
 
 
 def test_self_bleu_max_and_seed_select_a_seeded_subset(tmp_path):
@@ -160,7 +165,14 @@ def test_self_bleu_max_and_seed_select_a_seeded_subset(tmp_path):
     assert self_bleu(hyps, tokenize="none") == within_1e9(pairwise_self_bleu(hyps, "none"))
     # the same through divgen-score's options
     (tmp_path / "h.txt").write_text("\n".join(hyps) + "\n")
-    base = ["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(tmp_path / "s.json")]
+    base = [
+        "--hyps",
+        str(tmp_path / "h.txt"),
+        "--tokenize",
+        "none",
+        "--json",
+        str(tmp_path / "s.json"),
+    ]
 
     def cli_self_bleu(*extra):
         assert divgen_score(base + list(extra)) == 0
@@ -174,10 +186,16 @@ def test_self_bleu_max_and_seed_select_a_seeded_subset(tmp_path):
 
 def test_divgen_score_default_is_every_hypothesis_not_the_old_500_subset(tmp_path):
     rng = random.Random(5)
-    hyps = [" ".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 6))) for _ in range(600)]
+    hyps = [
+        " ".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 6)))
+        for _ in range(600)
+    ]
     (tmp_path / "h.txt").write_text("\n".join(hyps) + "\n")
     out = tmp_path / "s.json"
-    assert divgen_score(["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(out)]) == 0
+    assert (
+        divgen_score(["--hyps", str(tmp_path / "h.txt"), "--tokenize", "none", "--json", str(out)])
+        == 0
+    )
     value = json.loads(out.read_text())[str(tmp_path / "h.txt")]["self_bleu"]
     assert value == self_bleu(hyps, tokenize="none")
     assert value != pytest.approx(self_bleu(hyps, max_hyps=500, tokenize="none"))
@@ -193,10 +211,15 @@ def test_reference_set_bleu_by_hand():
     # a hypothesis without a single matching word scores 0; the result is the mean.
     both = reference_set_bleu(["a b c d e", "q r s t"], refs, tokenize="none")
     assert both == pytest.approx(first / 2)
-    assert reference_set_bleu(["x y z w"], ["q q", "x y z w"], tokenize="none") == pytest.approx(100)
+    assert reference_set_bleu(["x y z w"], ["q q", "x y z w"], tokenize="none") == pytest.approx(
+        100
+    )
 
 
-def random_texts(rng, n, words="a b c d e f, g. H".split()):
+WORDS = "a b c d e f, g. H".split()
+
+
+def random_texts(rng, n, words=WORDS):
     return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(n)]
 
 
@@ -264,8 +287,23 @@ def test_cli_on_plain_text_writes_json(tmp_path, capsys):
     (tmp_path / "h.txt").write_text("a b a b\na c\n")
     (tmp_path / "r.txt").write_text("a b a c\na c\n")
     out = tmp_path / "scores.json"
-    assert divgen_score(["--hyps", str(tmp_path / "h.txt"), "--refs", str(tmp_path / "r.txt"),
-                         "--window", "2", "--tokenize", "none", "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        divgen_score(
+            [
+                "--hyps",
+                str(tmp_path / "h.txt"),
+                "--refs",
+                str(tmp_path / "r.txt"),
+                "--window",
+                "2",
+                "--tokenize",
+                "none",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())[str(tmp_path / "h.txt")]
     assert row["distinct_2"] == 0.75 and row["rep_2"] == pytest.approx(1 / 3)
     assert row["wrep_2"] == pytest.approx(1 / 6) and row["uniq"] == 3

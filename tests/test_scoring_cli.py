@@ -1,6 +1,7 @@
 """divgen-score on bad input: lines split on "\\n" only, files it must not read as
 something else, errors (never tracebacks) found before any scoring, and inputs that
 stay byte-identical. Most checks call main() in-process; two run the console entry."""
+
 import json
 import os
 import resource
@@ -186,12 +187,14 @@ def test_missing_files_and_folders_are_usage_errors_that_say_which(
     folder = tmp_path / "folder"
     folder.mkdir()
     argv, expected = {
-        "missing --refs": (["--hyps", hyps, "--refs", tmp_path / "nope.txt"],
-                           f"--refs {tmp_path / 'nope.txt'}: no such file"),
+        "missing --refs": (
+            ["--hyps", hyps, "--refs", tmp_path / "nope.txt"],
+            f"--refs {tmp_path / 'nope.txt'}: no such file",
+        ),
         "--refs folder": (["--hyps", hyps, "--refs", folder], f"--refs {folder} is a folder"),
         "--hyps folder": (["--hyps", folder], f"--hyps {folder} is a folder"),
         "generate folder": ([folder], f"{folder} (fairseq-generate output) is a folder"),
-    }[case]  # fmt: skip
+    }[case]
     code, _, err = run(argv, capsys)
     assert code == 2 and expected in err
 
@@ -227,8 +230,11 @@ def test_input_that_is_not_utf8_is_an_error_naming_the_file_and_line(tmp_path, c
     bad = tmp_path / "latin1.txt"
     text = "H-0\t-1\tcaf\xe9\n" if which == "generate output" else "a b\ncaf\xe9\n"
     bad.write_bytes(text.encode("latin-1"))
-    argv = {"--hyps": ["--hyps", bad], "--refs": ["--hyps", good, "--refs", bad],
-            "generate output": [bad]}[which]  # fmt: skip
+    argv = {
+        "--hyps": ["--hyps", bad],
+        "--refs": ["--hyps", good, "--refs", bad],
+        "generate output": [bad],
+    }[which]
     before = snapshot(good, bad)
     code, _, err = run(argv, capsys)
     assert code == 1

@@ -2,6 +2,7 @@
 carriage returns, combining marks, empty lines, duplicates) written to files, read by
 divgen-score. It must read exactly the lines ``wc -l`` counts, and its BLEU and
 self-BLEU must equal sacrebleu's on those lines."""
+
 import json
 import tempfile
 from pathlib import Path
@@ -18,10 +19,35 @@ from fairseq_divgen.scoring.read import read_generate_output, read_lines
 SETTINGS = settings(max_examples=60, deadline=None, database=None)
 
 PIECES = [
-    "the", "cat", "sat", "a", "b", ".", ",", "-", "1.5", "&amp;", "日本", "é", "e\u0301",
-    "\u0301", "\u2028", "\u2029", "\u0085", "\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\r",
-    " ", "  ", "\t", "\u00a0", "\u3000",
-]  # fmt: skip
+    "the",
+    "cat",
+    "sat",
+    "a",
+    "b",
+    ".",
+    ",",
+    "-",
+    "1.5",
+    "&amp;",
+    "日本",
+    "é",
+    "e\u0301",
+    "\u0301",
+    "\u2028",
+    "\u2029",
+    "\u0085",
+    "\x0c",
+    "\x0b",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\r",
+    " ",
+    "  ",
+    "\t",
+    "\u00a0",
+    "\u3000",
+]
 ANY_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\n")
 LINE = st.lists(st.sampled_from(PIECES) | st.text(ANY_CHAR, max_size=3), max_size=8).map("".join)
 # Lines drawn from a few distinct ones: duplicates, and n-grams that the lines share.

@@ -1,5 +1,6 @@
 """Reading hypotheses and references: lines end at "\\n" only (as wc -l counts them),
 and input that is not UTF-8 is an error that names the file and the line."""
+
 from pathlib import Path
 
 import pytest

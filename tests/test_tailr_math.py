@@ -6,6 +6,7 @@ L = (1 - eps) * sum_t w_t nll_t + (eps / V) * sum_t sum_v -log q_t(v) over non-p
 The reference is computed in float64 from an explicit softmax, and its gradient
 w.r.t. the logits analytically: (1 - eps) w (q - onehot) + eps (q - 1/V).
 """
+
 import math
 
 import pytest
@@ -19,6 +20,7 @@ def _tailr(lprobs, *args, **kwargs):
     """``(loss, nll, weight sum)`` of ``tailr_loss`` on log-probabilities."""
     out = tailr_loss(LogProbs(lprobs), *args, **kwargs)
     return out["loss"], out["nll"], out["weight"]
+
 
 PAD = 1
 V = 13
@@ -96,9 +98,7 @@ def test_gamma_zero_is_label_smoothed_ce_with_eps_over_v_convention():
     # label_smoothed_cross_entropy spreads eps / (V - 1) instead.
     logits, target = _batch(seed=2)
     loss, _, _ = _tailr(torch.log_softmax(logits, -1), target, 0.0, 0.0, 0.1, PAD)
-    ref = F.cross_entropy(
-        logits, target, ignore_index=PAD, reduction="sum", label_smoothing=0.1
-    )
+    ref = F.cross_entropy(logits, target, ignore_index=PAD, reduction="sum", label_smoothing=0.1)
     assert abs(loss.item() - ref.item()) < 1e-10
 
 

@@ -4,12 +4,13 @@ Reference: gamma_u = gamma * min(u, N) / N after u updates (N > 0), gamma when N
 w_t = clamp(p_t / (gamma_u + (1 - gamma_u) p_t), min_weight, 1);
 L = (1 - eps) * sum_t w_t nll_t + (eps / V) * sum_t sum_v -log q_t(v).
 """
+
 import pytest
+import tiny
 import torch
 import torch.nn.functional as F
 from fairseq.logging import metrics
 
-import tiny
 from fairseq_divgen.losses import scheduled_gamma
 
 
@@ -25,8 +26,16 @@ def test_scheduled_gamma_is_a_linear_ramp_then_gamma(n):
 
 
 def _trainer(translation_data, tmp_path, flags):
-    argv = [str(translation_data / "bin"), "--task", "translation", *tiny.TINY_TRANSFORMER,
-            *tiny.common_train_args(tmp_path), "--dropout", "0", *flags]  # fmt: skip
+    argv = [
+        str(translation_data / "bin"),
+        "--task",
+        "translation",
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(tmp_path),
+        "--dropout",
+        "0",
+        *flags,
+    ]
     trainer, task = tiny.build_trainer(argv)
     task.load_dataset("valid")
     dataset = task.dataset("valid")
@@ -57,10 +66,22 @@ def _criterion_step(trainer, sample, updates, training=True):
 
 def test_gamma_follows_the_warmup_inside_the_trainer(translation_data, tmp_path, fresh_metrics):
     gamma, n, min_weight, eps = 0.1, 10, 0.05, 0.1
-    trainer, sample = _trainer(translation_data, tmp_path, [
-        "--criterion", "tailr", "--density-ratio-threshold", str(gamma),
-        "--density-min-weight", str(min_weight), "--label-smoothing", str(eps),
-        "--density-ratio-warmup-updates", str(n)])  # fmt: skip
+    trainer, sample = _trainer(
+        translation_data,
+        tmp_path,
+        [
+            "--criterion",
+            "tailr",
+            "--density-ratio-threshold",
+            str(gamma),
+            "--density-min-weight",
+            str(min_weight),
+            "--label-smoothing",
+            str(eps),
+            "--density-ratio-warmup-updates",
+            str(n),
+        ],
+    )
     for updates in [0, 1, 3, 9, 10, 25]:
         loss, log, lprobs, target, pad = _criterion_step(trainer, sample, updates)
         g = _ramp(gamma, n, updates)
@@ -75,20 +96,46 @@ def test_gamma_follows_the_warmup_inside_the_trainer(translation_data, tmp_path,
         assert log["tailr_weight_sum"].item() == pytest.approx(w.sum().item(), rel=1e-5)
 
 
-def test_validation_scores_the_full_gamma_during_the_warmup(translation_data, tmp_path, fresh_metrics):
+def test_validation_scores_the_full_gamma_during_the_warmup(
+    translation_data, tmp_path, fresh_metrics
+):
     gamma = 0.1
-    trainer, sample = _trainer(translation_data, tmp_path, [
-        "--criterion", "tailr", "--density-ratio-threshold", str(gamma),
-        "--density-min-weight", "0.05", "--density-ratio-warmup-updates", "10"])  # fmt: skip
+    trainer, sample = _trainer(
+        translation_data,
+        tmp_path,
+        [
+            "--criterion",
+            "tailr",
+            "--density-ratio-threshold",
+            str(gamma),
+            "--density-min-weight",
+            "0.05",
+            "--density-ratio-warmup-updates",
+            "10",
+        ],
+    )
     for updates in [0, 3, 25]:
         _, log, _, _, _ = _criterion_step(trainer, sample, updates, training=False)
         assert log["tailr_gamma_sum"] / log["tailr_weight_count"] == pytest.approx(gamma, abs=1e-12)
 
 
-def test_update_zero_of_the_warmup_is_exactly_cross_entropy(translation_data, tmp_path, fresh_metrics):
-    trainer, sample = _trainer(translation_data, tmp_path, [
-        "--criterion", "tailr", "--density-ratio-threshold", "0.1",
-        "--density-min-weight", "0.3", "--density-ratio-warmup-updates", "100"])  # fmt: skip
+def test_update_zero_of_the_warmup_is_exactly_cross_entropy(
+    translation_data, tmp_path, fresh_metrics
+):
+    trainer, sample = _trainer(
+        translation_data,
+        tmp_path,
+        [
+            "--criterion",
+            "tailr",
+            "--density-ratio-threshold",
+            "0.1",
+            "--density-min-weight",
+            "0.3",
+            "--density-ratio-warmup-updates",
+            "100",
+        ],
+    )
     loss, log, _, target, pad = _criterion_step(trainer, sample, 0)
     model = trainer.model
     with torch.no_grad():

@@ -2,19 +2,26 @@
 
 (--sentence-avg, --ignore-prefix-size and --report-accuracy are checked against
 independent computations inside fairseq's Trainer in test_criteria_in_trainer.py.)"""
+
 import re
 import subprocess
 import sys
 
 import pytest
-
 import tiny
+
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 TAILR_AUTHORS_IWSLT14 = [
-    "--criterion", "tailr", "--label-smoothing", "0.1",
-    "--density-min-weight", "0.3", "--density-ratio-threshold", "0.1",
-]  # fmt: skip
+    "--criterion",
+    "tailr",
+    "--label-smoothing",
+    "0.1",
+    "--density-min-weight",
+    "0.3",
+    "--density-ratio-threshold",
+    "0.1",
+]
 
 
 def _train(data, save_dir, extra, max_update=20, task="translation", arch=None):
@@ -24,11 +31,23 @@ def _train(data, save_dir, extra, max_update=20, task="translation", arch=None):
 
 
 def _generate(data, checkpoint, extra=()):
-    args = [data, "--path", checkpoint, "--user-dir", USER_DIR, "--cpu",
-            "--batch-size", "16", "--gen-subset", "test", *extra,
-            # fairseq drops a last batch smaller than this multiple (default 8;
-            # fairseq issue #5036): 1 makes it generate for every sentence.
-            "--required-batch-size-multiple", "1"]  # fmt: skip
+    args = [
+        data,
+        "--path",
+        checkpoint,
+        "--user-dir",
+        USER_DIR,
+        "--cpu",
+        "--batch-size",
+        "16",
+        "--gen-subset",
+        "test",
+        *extra,
+        # fairseq drops a last batch smaller than this multiple (default 8;
+        # fairseq issue #5036): 1 makes it generate for every sentence.
+        "--required-batch-size-multiple",
+        "1",
+    ]
     return run_fairseq("generate", args).stdout
 
 
@@ -54,7 +73,11 @@ def test_tailr_trains_with_authors_flags_and_logs_mean_weight(tailr_run):
 @pytest.mark.parametrize("mode", ["beam", "sampling"])
 def test_tailr_checkpoint_generates(tailr_run, translation_data, mode):
     save, _ = tailr_run
-    extra = ["--beam", "5"] if mode == "beam" else ["--sampling", "--sampling-topk", "5", "--beam", "1", "--seed", "3"]
+    extra = (
+        ["--beam", "5"]
+        if mode == "beam"
+        else ["--sampling", "--sampling-topk", "5", "--beam", "1", "--seed", "3"]
+    )
     hyps = tiny.hypotheses(_generate(translation_data / "bin", save / "checkpoint_last.pt", extra))
     assert sorted(h[0] for h in hyps) == list(range(30))
     assert all(h[2].strip() for h in hyps)
@@ -68,11 +91,19 @@ def _plain_torch_load(path):
 
 def test_eval_bleu_checkpoint_loads_in_generate_under_weights_only(translation_data, tmp_path):
     out = _train(
-        translation_data / "bin", tmp_path, TAILR_AUTHORS_IWSLT14 + [
-            "--eval-bleu", "--eval-bleu-args", '{"beam": 1}',
-            "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
-        ], max_update=8,
-    )  # fmt: skip
+        translation_data / "bin",
+        tmp_path,
+        TAILR_AUTHORS_IWSLT14
+        + [
+            "--eval-bleu",
+            "--eval-bleu-args",
+            '{"beam": 1}',
+            "--best-checkpoint-metric",
+            "bleu",
+            "--maximize-best-checkpoint-metric",
+        ],
+        max_update=8,
+    )
     assert "valid_bleu" in tiny.json_logs(out, "valid")[-1]
     ckpt = tmp_path / "checkpoint_best.pt"
     # Without the plugin's allowlist, torch's safe loader refuses this checkpoint ...
@@ -85,10 +116,18 @@ def test_eval_bleu_checkpoint_loads_in_generate_under_weights_only(translation_d
 
 def test_truncated_ce_warmup_then_truncation(translation_data, tmp_path):
     out = _train(
-        translation_data / "bin", tmp_path,
-        ["--criterion", "truncated_ce", "--truncation-ratio", "0.5",
-         "--truncation-warmup-updates", "5"], max_update=12,
-    )  # fmt: skip
+        translation_data / "bin",
+        tmp_path,
+        [
+            "--criterion",
+            "truncated_ce",
+            "--truncation-ratio",
+            "0.5",
+            "--truncation-warmup-updates",
+            "5",
+        ],
+        max_update=12,
+    )
     inner = tiny.json_logs(out, "train_inner")
     assert [int(r["num_updates"]) for r in inner] == list(range(1, 13))
     for r in inner:
@@ -107,22 +146,55 @@ def test_truncated_ce_warmup_then_truncation(translation_data, tmp_path):
 
 @pytest.mark.parametrize(
     "criterion,bound",
-    [(TAILR_AUTHORS_IWSLT14, 14.0),
-     # from scratch truncated_ce is worse than uniform on all tokens (it learns only
-     # the easiest); with a warm-up of cross-entropy it is a language model first
-     (["--criterion", "truncated_ce", "--truncation-ratio", "0.5", "--truncation-warmup-updates", "24"], 16.0)],
+    [
+        (TAILR_AUTHORS_IWSLT14, 14.0),
+        # from scratch truncated_ce is worse than uniform on all tokens (it learns only
+        # the easiest); with a warm-up of cross-entropy it is a language model first
+        (
+            [
+                "--criterion",
+                "truncated_ce",
+                "--truncation-ratio",
+                "0.5",
+                "--truncation-warmup-updates",
+                "24",
+            ],
+            16.0,
+        ),
+    ],
     ids=["tailr", "truncated_ce"],
-)  # fmt: skip
+)
 def test_language_model_trains_and_evaluates(lm_data, tmp_path, criterion, bound):
-    out = _train(lm_data / "bin", tmp_path, criterion, max_update=30,
-                 task="language_modeling", arch=tiny.TINY_LM)
+    out = _train(
+        lm_data / "bin",
+        tmp_path,
+        criterion,
+        max_update=30,
+        task="language_modeling",
+        arch=tiny.TINY_LM,
+    )
     assert len(tiny.json_logs(out, "train_inner")) == 30
-    ev = run_fairseq("eval-lm", [
-        lm_data / "bin", "--path", tmp_path / "checkpoint_last.pt", "--user-dir", USER_DIR,
-        "--cpu", "--gen-subset", "test", "--tokens-per-sample", "32",
-        "--sample-break-mode", "eos", "--batch-size", "8",
-        "--required-batch-size-multiple", "1",
-    ]).stdout  # fmt: skip
+    ev = run_fairseq(
+        "eval-lm",
+        [
+            lm_data / "bin",
+            "--path",
+            tmp_path / "checkpoint_last.pt",
+            "--user-dir",
+            USER_DIR,
+            "--cpu",
+            "--gen-subset",
+            "test",
+            "--tokens-per-sample",
+            "32",
+            "--sample-break-mode",
+            "eos",
+            "--batch-size",
+            "8",
+            "--required-batch-size-multiple",
+            "1",
+        ],
+    ).stdout
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity", ppl)
     # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).
@@ -135,8 +207,11 @@ def test_divgen_score_reads_real_generate_output(tailr_run, translation_data, tm
     from fairseq_divgen.scoring.cli import main as divgen_score
 
     save, _ = tailr_run
-    out = _generate(translation_data / "bin", save / "checkpoint_last.pt",
-                    ["--beam", "3", "--nbest", "2", "--scoring", "sacrebleu"])
+    out = _generate(
+        translation_data / "bin",
+        save / "checkpoint_last.pt",
+        ["--beam", "3", "--nbest", "2", "--scoring", "sacrebleu"],
+    )
     gen = tmp_path / "gen.txt"
     gen.write_text(out)
     assert divgen_score([str(gen), "--json", str(tmp_path / "s.json")]) == 0

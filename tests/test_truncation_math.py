@@ -1,8 +1,10 @@
-"""truncated_ce's loss against an independent computation of docs/algorithms.md (truncated cross-entropy).
+"""truncated_ce's loss against an independent computation of its definition
+(docs/algorithms.md, truncated cross-entropy).
 
 Reference: among non-pad tokens, sort by (nll, position) and keep the first
 ceil(R * N) (computed with exact fractions); the loss is the sum of their NLL.
 """
+
 import math
 from fractions import Fraction
 
@@ -17,6 +19,7 @@ def _truncated(lprobs, *args, **kwargs):
     """``(loss, nll, kept)`` of ``truncated_nll_loss`` on log-probabilities."""
     out = truncated_nll_loss(LogProbs(lprobs), *args, **kwargs)
     return out["loss"], out["nll"], out["kept"]
+
 
 PAD = 1
 V = 11

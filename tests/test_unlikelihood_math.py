@@ -7,6 +7,7 @@ L = sum_t [ -log q_t(y_t) + alpha * sum_c -log(max(1 - q_t(c), 1e-5)) ],
 d L / d z_t = q_t - onehot(y_t) + alpha * sum_c q_t(c) (onehot(c) - q_t) / (1 - q_t(c))
 (zero for a candidate whose 1 - q is clamped).
 """
+
 import math
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from fairseq_divgen.losses import LogProbs, log1mexp, previous_token_candidates,
 def _ul(lprobs, *args, **kwargs):
     """``unlikelihood_loss`` of log-probabilities (B, T, V), its sums as attributes."""
     return SimpleNamespace(**unlikelihood_loss(LogProbs(lprobs), *args, **kwargs))
+
 
 PAD = 1
 V = 9
@@ -96,7 +98,9 @@ def test_candidates_are_the_distinct_earlier_tokens_without_gold_and_pad():
     got = [sorted(int(target[0, s]) for s in range(8) if mask[t, s]) for t in range(8)]
     # t=2 (gold 4): only 5; t=4 (gold 5): 4 and 6 once each, never 5 itself; pads: none
     assert got == [[], [4], [5], [4, 5], [4, 6], [4, 5, 6], [], []]
-    assert got == [sorted(_candidates(target[0], t)) if target[0, t] != PAD else [] for t in range(8)]
+    assert got == [
+        sorted(_candidates(target[0], t)) if target[0, t] != PAD else [] for t in range(8)
+    ]
 
 
 def test_candidates_never_cross_from_one_sentence_to_another():
@@ -111,7 +115,9 @@ def test_candidates_never_cross_from_one_sentence_to_another():
     assert out.loss.item() == pytest.approx(sum(a[0].loss.item() for a in alone), rel=1e-12)
     assert torch.allclose(grad, torch.cat([a[1] for a in alone]), rtol=0, atol=1e-14)
     ref_loss, _, _, ref_count, ref_grad = _reference(logits, target, 1.0)  # per sentence
-    assert out.loss.item() == pytest.approx(ref_loss, rel=1e-12) and int(out.candidates) == ref_count
+    assert (
+        out.loss.item() == pytest.approx(ref_loss, rel=1e-12) and int(out.candidates) == ref_count
+    )
     assert (grad - ref_grad).abs().max().item() < 1e-12
     # and the test can tell: the flattened batch (the original's candidates) differs
     leaky = _ul(torch.log_softmax(logits.view(1, 12, V), -1), target.view(1, 12), 1.0, PAD)
@@ -124,7 +130,9 @@ def test_alpha_zero_is_cross_entropy():
     z1 = logits.clone().requires_grad_(True)
     z2 = logits.clone().requires_grad_(True)
     out = _ul(torch.log_softmax(z1, -1), target, 0.0, PAD)
-    ce = F.nll_loss(torch.log_softmax(z2, -1).view(-1, V), target.view(-1), ignore_index=PAD, reduction="sum")
+    ce = F.nll_loss(
+        torch.log_softmax(z2, -1).view(-1, V), target.view(-1), ignore_index=PAD, reduction="sum"
+    )
     assert out.loss.item() == pytest.approx(ce.item(), rel=1e-14)
     assert out.nll.item() == pytest.approx(ce.item(), rel=1e-14)
     out.loss.backward()
@@ -153,7 +161,9 @@ def test_confident_repeat_is_clamped_like_the_original_and_finite(dtype):
 
 def test_log1mexp_matches_the_formula_at_both_ends():
     x = torch.tensor([-1e-12, -1e-6, -0.1, -math.log(2), -1.0, -30.0, -800.0], dtype=torch.float64)
-    expected = [math.log(-math.expm1(v)) if v > -0.7 else math.log1p(-math.exp(v)) for v in x.tolist()]
+    expected = [
+        math.log(-math.expm1(v)) if v > -0.7 else math.log1p(-math.exp(v)) for v in x.tolist()
+    ]
     assert log1mexp(x).tolist() == pytest.approx(expected, rel=1e-12)
 
 

@@ -11,18 +11,33 @@ Of fairseq's four reset flags only two decide what a reader of the count can see
 checkpoint's meters (which hold the old count). The cases cover all four combinations
 of those two, and the dataloader and learning-rate-scheduler resets alone and with them.
 """
+
 import shutil
 
 import pytest
-
 import tiny
+
 from fairseq_divgen.fairseq_commands import run_fairseq
 
 GAMMA, N = 0.1, 6
-TAILR = ["--criterion", "tailr", "--density-ratio-threshold", str(GAMMA),
-         "--density-min-weight", "0.3", "--density-ratio-warmup-updates", str(N)]  # fmt: skip
-TRUNC = ["--criterion", "truncated_ce", "--truncation-ratio", "0.5",
-         "--truncation-warmup-updates", str(N)]  # fmt: skip
+TAILR = [
+    "--criterion",
+    "tailr",
+    "--density-ratio-threshold",
+    str(GAMMA),
+    "--density-min-weight",
+    "0.3",
+    "--density-ratio-warmup-updates",
+    str(N),
+]
+TRUNC = [
+    "--criterion",
+    "truncated_ce",
+    "--truncation-ratio",
+    "0.5",
+    "--truncation-warmup-updates",
+    str(N),
+]
 RESETS = {
     "resume": [],
     "reset-optimizer": ["--reset-optimizer"],
@@ -33,16 +48,28 @@ RESETS = {
     # the case that fooled an earlier reader: the optimizer (and its count) restarts
     # while the checkpoint's meters, with the old count, are restored
     "reset-optimizer-and-dataloader": ["--reset-optimizer", "--reset-dataloader"],
-    "reset-everything": ["--reset-optimizer", "--reset-dataloader", "--reset-meters",
-                         "--reset-lr-scheduler"],
-}  # fmt: skip
+    "reset-everything": [
+        "--reset-optimizer",
+        "--reset-dataloader",
+        "--reset-meters",
+        "--reset-lr-scheduler",
+    ],
+}
 
 
 def _train(data, save, flags, max_update, extra=()):
-    out = run_fairseq("train", [
-        data, "--task", "translation", *tiny.TINY_TRANSFORMER,
-        *tiny.common_train_args(save, max_update), *flags, *extra,
-    ]).stdout  # fmt: skip
+    out = run_fairseq(
+        "train",
+        [
+            data,
+            "--task",
+            "translation",
+            *tiny.TINY_TRANSFORMER,
+            *tiny.common_train_args(save, max_update),
+            *flags,
+            *extra,
+        ],
+    ).stdout
     return tiny.json_logs(out, "train_inner")
 
 
@@ -67,19 +94,33 @@ def _copy(four_updates, name, tmp_path):
 
 
 @pytest.mark.parametrize("case", list(RESETS))
-def test_gamma_warmup_follows_fairseq_counter_after_resume(case, translation_data, four_updates, tmp_path):
+def test_gamma_warmup_follows_fairseq_counter_after_resume(
+    case, translation_data, four_updates, tmp_path
+):
     save = _copy(four_updates, "tailr", tmp_path)
     inner = _train(translation_data / "bin", save, TAILR, 9, RESETS[case])
     counts = [int(r["num_updates"]) for r in inner]
     restarted = "--reset-optimizer" in RESETS[case]
     assert counts[0] == (1 if restarted else 5)  # fairseq's own counter, as it logs it
     for r in inner:
-        assert float(r["tailr_gamma"]) == pytest.approx(_expected_gamma(int(r["num_updates"])), abs=1e-6), r
+        assert float(r["tailr_gamma"]) == pytest.approx(
+            _expected_gamma(int(r["num_updates"])), abs=1e-6
+        ), r
 
 
-@pytest.mark.parametrize("case", ["resume", "reset-optimizer", "reset-meters",
-                                  "reset-optimizer-and-meters", "reset-optimizer-and-dataloader"])
-def test_truncation_warmup_follows_fairseq_counter_after_resume(case, translation_data, four_updates, tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        "resume",
+        "reset-optimizer",
+        "reset-meters",
+        "reset-optimizer-and-meters",
+        "reset-optimizer-and-dataloader",
+    ],
+)
+def test_truncation_warmup_follows_fairseq_counter_after_resume(
+    case, translation_data, four_updates, tmp_path
+):
     save = _copy(four_updates, "trunc", tmp_path)
     inner = _train(translation_data / "bin", save, TRUNC, 9, RESETS[case])
     assert inner
@@ -91,43 +132,79 @@ def test_truncation_warmup_follows_fairseq_counter_after_resume(case, translatio
 
 def test_finetune_from_model_restarts_the_warmup(translation_data, four_updates, tmp_path):
     ckpt = four_updates / "tailr" / "checkpoint_last.pt"
-    inner = _train(translation_data / "bin", tmp_path / "ft", TAILR, 3, ["--finetune-from-model", ckpt])
+    inner = _train(
+        translation_data / "bin", tmp_path / "ft", TAILR, 3, ["--finetune-from-model", ckpt]
+    )
     assert [int(r["num_updates"]) for r in inner] == [1, 2, 3]
-    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx([_expected_gamma(u) for u in (1, 2, 3)], abs=1e-6)
+    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
+        [_expected_gamma(u) for u in (1, 2, 3)], abs=1e-6
+    )
 
 
-def test_finetune_from_model_with_a_checkpoint_in_save_dir_resumes(translation_data, four_updates, tmp_path):
+def test_finetune_from_model_with_a_checkpoint_in_save_dir_resumes(
+    translation_data, four_updates, tmp_path
+):
     # fairseq ignores --finetune-from-model when the save dir has checkpoint_last.pt.
     save = _copy(four_updates, "tailr", tmp_path)
     other = four_updates / "trunc" / "checkpoint_last.pt"
     inner = _train(translation_data / "bin", save, TAILR, 8, ["--finetune-from-model", other])
     assert [int(r["num_updates"]) for r in inner] == [5, 6, 7, 8]
-    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx([_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6)
+    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
+        [_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6
+    )
 
 
 def test_restore_file_continues_the_warmup(translation_data, four_updates, tmp_path):
     ckpt = four_updates / "tailr" / "checkpoint_last.pt"
-    inner = _train(translation_data / "bin", tmp_path / "restored", TAILR, 8, ["--restore-file", ckpt])
+    inner = _train(
+        translation_data / "bin", tmp_path / "restored", TAILR, 8, ["--restore-file", ckpt]
+    )
     assert [int(r["num_updates"]) for r in inner] == [5, 6, 7, 8]
-    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx([_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6)
+    assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
+        [_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6
+    )
 
 
 def test_truncated_ce_validation_loss_means_one_thing_across_the_warmup(translation_data, tmp_path):
     data = translation_data / "bin"
-    out = run_fairseq("train", [
-        data, "--task", "translation", *tiny.TINY_TRANSFORMER,
-        *tiny.common_train_args(tmp_path / "s", 8), *TRUNC, "--validate-interval-updates", "2",
-    ]).stdout  # fmt: skip
+    out = run_fairseq(
+        "train",
+        [
+            data,
+            "--task",
+            "translation",
+            *tiny.TINY_TRANSFORMER,
+            *tiny.common_train_args(tmp_path / "s", 8),
+            *TRUNC,
+            "--validate-interval-updates",
+            "2",
+        ],
+    ).stdout
     valid = tiny.json_logs(out, "valid")
     updates = [int(r["valid_num_updates"]) for r in valid]
     assert min(updates) <= N and max(updates) > N  # before and after the warm-up ends
     for r in valid:  # always the truncated loss per kept token
-        assert r["valid_loss"] == r["valid_trunc_loss"] and 0.5 <= float(r["valid_kept_ratio"]) < 0.52, r
+        assert (
+            r["valid_loss"] == r["valid_trunc_loss"] and 0.5 <= float(r["valid_kept_ratio"]) < 0.52
+        ), r
     # fairseq-validate (no trainer, no update count) reports the same quantity
-    val = run_fairseq("validate", [
-        data, "--task", "translation", "--path", tmp_path / "s" / "checkpoint_last.pt",
-        "--user-dir", tiny.USER_DIR, "--cpu", "--valid-subset", "valid", "--batch-size", "16",
-    ]).stdout  # fmt: skip
-    line = next(l for l in val.splitlines() if "valid on 'valid' subset" in l)
+    val = run_fairseq(
+        "validate",
+        [
+            data,
+            "--task",
+            "translation",
+            "--path",
+            tmp_path / "s" / "checkpoint_last.pt",
+            "--user-dir",
+            tiny.USER_DIR,
+            "--cpu",
+            "--valid-subset",
+            "valid",
+            "--batch-size",
+            "16",
+        ],
+    ).stdout
+    line = next(text for text in val.splitlines() if "valid on 'valid' subset" in text)
     fields = dict(f.strip().split(" ", 1) for f in line.split("|")[3:] if f.strip())
     assert fields["loss"] == fields["trunc_loss"], line

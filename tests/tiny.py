@@ -1,4 +1,5 @@
 """Tiny corpora and model settings for the tests that run real fairseq tools."""
+
 import json
 import random
 from pathlib import Path
@@ -8,35 +9,80 @@ from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 WORDS = [f"w{i}" for i in range(24)]
 
 TINY_TRANSFORMER = [
-    "--arch", "transformer",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    "--arch",
+    "transformer",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "32",
+    "--decoder-embed-dim",
+    "32",
+    "--encoder-ffn-embed-dim",
+    "64",
+    "--decoder-ffn-embed-dim",
+    "64",
+    "--encoder-attention-heads",
+    "2",
+    "--decoder-attention-heads",
+    "2",
     "--share-all-embeddings",
-]  # fmt: skip
+]
 
 TINY_LM = [
-    "--arch", "transformer_lm",
-    "--decoder-layers", "1", "--decoder-embed-dim", "32",
-    "--decoder-input-dim", "32", "--decoder-output-dim", "32",
-    "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2",
-    "--tokens-per-sample", "32", "--sample-break-mode", "eos",
-]  # fmt: skip
+    "--arch",
+    "transformer_lm",
+    "--decoder-layers",
+    "1",
+    "--decoder-embed-dim",
+    "32",
+    "--decoder-input-dim",
+    "32",
+    "--decoder-output-dim",
+    "32",
+    "--decoder-ffn-embed-dim",
+    "64",
+    "--decoder-attention-heads",
+    "2",
+    "--tokens-per-sample",
+    "32",
+    "--sample-break-mode",
+    "eos",
+]
 
 
 def common_train_args(save_dir, max_update=20, seed=1):
     """Optimizer, batch and logging flags shared by every tiny training run."""
     return [
-        "--user-dir", USER_DIR, "--cpu", "--seed", str(seed),
-        "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "400",
-        "--max-update", str(max_update), "--save-dir", str(save_dir),
-        "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1",
-        "--no-progress-bar", "--num-workers", "0",
+        "--user-dir",
+        USER_DIR,
+        "--cpu",
+        "--seed",
+        str(seed),
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.005",
+        "--max-tokens",
+        "400",
+        "--max-update",
+        str(max_update),
+        "--save-dir",
+        str(save_dir),
+        "--no-epoch-checkpoints",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--num-workers",
+        "0",
         # fairseq's prefetch thread can still be reading when the process exits and
         # abort it (SIGABRT after training finished); without the buffer there is none
-        "--data-buffer-size", "0",
-    ]  # fmt: skip
+        "--data-buffer-size",
+        "0",
+    ]
 
 
 def _translate(words):
@@ -51,7 +97,9 @@ def write_translation_corpus(raw_dir: Path, seed=0, sizes=(300, 30, 30)):
     for split, n in zip(("train", "valid", "test"), sizes):
         src, tgt = [], []
         for _ in range(n):
-            words = [rng.choice(WORDS[: rng.randint(6, len(WORDS))]) for _ in range(rng.randint(3, 9))]
+            words = [
+                rng.choice(WORDS[: rng.randint(6, len(WORDS))]) for _ in range(rng.randint(3, 9))
+            ]
             src.append(" ".join(words))
             tgt.append(" ".join(_translate(words)))
         (raw_dir / f"{split}.src").write_text("\n".join(src) + "\n")
@@ -77,29 +125,65 @@ def write_lm_corpus(raw_dir: Path, seed=0, sizes=(300, 30, 30)):
 
 def binarize_translation(raw_dir: Path, bin_dir: Path):
     """fairseq-preprocess the toy translation corpus (joined dictionary)."""
-    run_fairseq("preprocess", [
-        "--source-lang", "src", "--target-lang", "tgt",
-        "--trainpref", raw_dir / "train", "--validpref", raw_dir / "valid",
-        "--testpref", raw_dir / "test", "--destdir", bin_dir,
-        "--joined-dictionary", "--workers", "1",
-    ])  # fmt: skip
+    run_fairseq(
+        "preprocess",
+        [
+            "--source-lang",
+            "src",
+            "--target-lang",
+            "tgt",
+            "--trainpref",
+            raw_dir / "train",
+            "--validpref",
+            raw_dir / "valid",
+            "--testpref",
+            raw_dir / "test",
+            "--destdir",
+            bin_dir,
+            "--joined-dictionary",
+            "--workers",
+            "1",
+        ],
+    )
 
 
 def binarize_lm(raw_dir: Path, bin_dir: Path):
     """fairseq-preprocess the toy LM corpus (--only-source)."""
-    run_fairseq("preprocess", [
-        "--only-source", "--trainpref", raw_dir / "train.txt",
-        "--validpref", raw_dir / "valid.txt", "--testpref", raw_dir / "test.txt",
-        "--destdir", bin_dir, "--workers", "1",
-    ])  # fmt: skip
+    run_fairseq(
+        "preprocess",
+        [
+            "--only-source",
+            "--trainpref",
+            raw_dir / "train.txt",
+            "--validpref",
+            raw_dir / "valid.txt",
+            "--testpref",
+            raw_dir / "test.txt",
+            "--destdir",
+            bin_dir,
+            "--workers",
+            "1",
+        ],
+    )
 
 
 def train_degenerative(data: Path, save_dir: Path, max_update: int = 6):
     """Stage 1 of LFD on the toy translation data: truncated_ce, the tiny transformer."""
-    run_fairseq("train", [
-        data, "--task", "translation", *TINY_TRANSFORMER, *common_train_args(save_dir, max_update),
-        "--criterion", "truncated_ce", "--truncation-ratio", "0.5",
-    ], env={"OMP_NUM_THREADS": "1"})
+    run_fairseq(
+        "train",
+        [
+            data,
+            "--task",
+            "translation",
+            *TINY_TRANSFORMER,
+            *common_train_args(save_dir, max_update),
+            "--criterion",
+            "truncated_ce",
+            "--truncation-ratio",
+            "0.5",
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+    )
 
 
 def json_logs(output: str, kind: str):

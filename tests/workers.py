@@ -1,5 +1,6 @@
 """fairseq-train on the CPU as one worker or as two gloo workers, many runs per process
 (``fairseq_worker.py``), and the comparisons the distributed tests make."""
+
 import json
 import math
 import os
@@ -55,7 +56,9 @@ class Plan:
         if workers > 1:
             args += [str(rank), str(workers), str(port)]
         out = open(self.root / f"worker-{workers}-{rank}.out", "w")
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **ENV))
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **ENV)
+        )
 
     def execute(self) -> None:
         """Run everything planned; the processes' own output is in ``worker-*.out``."""
@@ -80,7 +83,8 @@ class Plan:
         text = log.read_text() if log.exists() else ""
         if OK not in text:
             tails = "".join(
-                f"\n--- {p.name}:\n{p.read_text()[-2000:]}" for p in sorted(self.root.glob("worker-*.out"))
+                f"\n--- {p.name}:\n{p.read_text()[-2000:]}"
+                for p in sorted(self.root.glob("worker-*.out"))
             )
             raise RuntimeError(f"fairseq-train run {name!r} failed:\n{text[-4000:]}{tails}")
         return text
@@ -104,12 +108,13 @@ def max_abs_param_diff(path_a, path_b) -> float:
 
 
 def _field(key):
-    return key[len("valid_"):] if key.startswith("valid_") else key
+    return key[len("valid_") :] if key.startswith("valid_") else key
 
 
 def training_records(records):
     """Log records without the fields in ``UNCOMPARED`` (and, for validation,
     ``PER_VALID_STEP``), for exact comparison."""
+
     def skip(k):
         return _field(k) in UNCOMPARED or (k.startswith("valid_") and _field(k) in PER_VALID_STEP)
 

@@ -8,6 +8,7 @@ Rows are systems, named after the stem of each scored file (``gen/mle.txt`` -> `
 "Loss (base 2): ..., Perplexity: ..." line of a fairseq-eval-lm log. A value for
 ``name`` goes to the row ``name`` and to rows ``name-<decoding>``.
 """
+
 import argparse
 import json
 import math
@@ -22,7 +23,9 @@ def parse_eval_lm(log: Path) -> dict:
     """Test loss (base 2) and perplexity from a fairseq-eval-lm log."""
     found = EVAL_LM_LINE.findall(log.read_text(encoding="utf-8", errors="replace"))
     if not found:
-        sys.exit(f"error: {log}: no 'Loss (base 2): ..., Perplexity: ...' line; did fairseq-eval-lm finish?")
+        sys.exit(
+            f"error: {log}: no 'Loss (base 2): ..., Perplexity: ...' line; did fairseq-eval-lm finish?"
+        )
     loss, ppl = found[-1]
     return {"test_loss_base2": float(loss), "test_ppl": float(ppl)}
 
@@ -52,7 +55,9 @@ def main(argv=None) -> int:
         merge(rows, {name: parse_eval_lm(Path(log))})
 
     numeric = {
-        name: {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        name: {
+            k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         for name, m in rows.items()
     }
     bad = [f"{n}.{k}" for n, m in numeric.items() for k, v in m.items() if not math.isfinite(v)]

@@ -6,6 +6,7 @@
 A file already at DEST is kept (put a copy there by hand where a download is
 blocked); a partial download is written to DEST.part and renamed only when complete.
 """
+
 import os
 import shutil
 import sys
@@ -35,7 +36,8 @@ def download(dest: Path, urls) -> None:
         return
     part.unlink(missing_ok=True)
     sys.exit(
-        f"error: could not download {dest.name}:\n" + "\n".join(errors)
+        f"error: could not download {dest.name}:\n"
+        + "\n".join(errors)
         + f"\nDownload it by other means and place it at {dest}, then rerun."
     )
 

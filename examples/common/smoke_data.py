@@ -9,6 +9,7 @@ Each command writes the archive that the full run downloads, with the same membe
 names and line formats (but a made-up language and a few hundred lines), so smoke
 mode runs the same extraction and preparation code as a full run. Deterministic.
 """
+
 import io
 import random
 import sys
@@ -87,11 +88,18 @@ def iwslt14(dest: Path) -> None:
                 conv = (lambda s: s) if side == "en" else to_german
                 segs = [f'<seg id="{i + 1}"> {conv(s)} </seg>' for i, s in enumerate(sents)]
                 xml = "\n".join(
-                    ['<?xml version="1.0" encoding="UTF-8"?>', "<mteval>",
-                     f'<refset setid="iwslt-{name}" srclang="german" trglang="english">',
-                     '<doc docid="1" genre="lectures">', "<talkid>1</talkid>", *segs,
-                     "</doc>", "</refset>", "</mteval>"]
-                )  # fmt: skip
+                    [
+                        '<?xml version="1.0" encoding="UTF-8"?>',
+                        "<mteval>",
+                        f'<refset setid="iwslt-{name}" srclang="german" trglang="english">',
+                        '<doc docid="1" genre="lectures">',
+                        "<talkid>1</talkid>",
+                        *segs,
+                        "</doc>",
+                        "</refset>",
+                        "</mteval>",
+                    ]
+                )
                 _add(tgz, f"de-en/IWSLT14.{name}.de-en.{side}.xml", xml + "\n")
 
 
@@ -162,7 +170,9 @@ def dailydialog(dest: Path) -> None:
         with zipfile.ZipFile(buf, "w") as inner:
             inner.writestr(f"{split}/dialogues_{split}.txt", "".join(dialogues))
             inner.writestr(f"{split}/dialogues_act_{split}.txt", "".join(acts))
-            inner.writestr(f"{split}/dialogues_emotion_{split}.txt", "".join(a.replace("4", "0") for a in acts))
+            inner.writestr(
+                f"{split}/dialogues_emotion_{split}.txt", "".join(a.replace("4", "0") for a in acts)
+            )
         outer.writestr(f"ijcnlp_dailydialog/{split}.zip", buf.getvalue())
     outer.writestr("ijcnlp_dailydialog/dialogues_text.txt", "".join(everything))
     outer.close()

@@ -6,6 +6,7 @@
 ``encode`` writes space-separated pieces, what fairseq-preprocess reads; fairseq's
 ``--post-process sentencepiece`` turns generated pieces back into text.
 """
+
 import argparse
 import sys
 

@@ -10,6 +10,7 @@ the (at most) ``--context-turns`` turns before it, joined by `` __eou__ ``. The 
 kept as released (tokenized, cased), with ’ written ' and spaces collapsed.
 Writes OUT_DIR/{train,valid,test}.{context,response}.
 """
+
 import argparse
 import sys
 import zipfile
@@ -56,14 +57,20 @@ def main(argv=None) -> None:
         p.error("--context-turns must be at least 1")
     hits = sorted(args.extracted.rglob("validation.zip"))
     if not hits:
-        sys.exit(f"error: no validation.zip under {args.extracted}; is it the unpacked ijcnlp_dailydialog.zip?")
+        sys.exit(
+            f"error: no validation.zip under {args.extracted}; is it the unpacked ijcnlp_dailydialog.zip?"
+        )
     folder = hits[0].parent
     args.out.mkdir(parents=True, exist_ok=True)
     for ours, theirs in SPLITS.items():
         dialog = dialogues(folder / f"{theirs}.zip", theirs)
         rows = pairs(dialog, args.context_turns)
-        (args.out / f"{ours}.context").write_text("".join(c + "\n" for c, _ in rows), encoding="utf-8")
-        (args.out / f"{ours}.response").write_text("".join(r + "\n" for _, r in rows), encoding="utf-8")
+        (args.out / f"{ours}.context").write_text(
+            "".join(c + "\n" for c, _ in rows), encoding="utf-8"
+        )
+        (args.out / f"{ours}.response").write_text(
+            "".join(r + "\n" for _, r in rows), encoding="utf-8"
+        )
         print(f"DailyDialog {theirs}: {len(dialog)} dialogues -> {len(rows)} pairs")
 
 

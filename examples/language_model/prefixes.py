@@ -13,6 +13,7 @@ prefix it was forced to start with; ``cut`` drops those prefix-len tokens and wr
 H-/T- lines in fairseq-generate's format (T = the human continuation), so one
 ``divgen-score`` call can score every system and decoding.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -34,7 +35,9 @@ def make(test_tokens: Path, out_dir: Path, prefix_len: int, cont_len: int) -> No
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "prefix.tokens").write_text("".join(p + "\n" for p in prefixes), encoding="utf-8")
     (out_dir / "continuation.ref").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
-    print(f"{len(prefixes)} prefixes of {prefix_len} tokens (+ {cont_len} reference tokens) -> {out_dir}")
+    print(
+        f"{len(prefixes)} prefixes of {prefix_len} tokens (+ {cont_len} reference tokens) -> {out_dir}"
+    )
 
 
 def cut(generate_out: Path, refs_path: Path, prefix_len: int, out: Path) -> None:

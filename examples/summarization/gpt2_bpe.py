@@ -9,6 +9,7 @@ fairseq's GPT-2 encoder (empty lines stay empty). ``learn-tiny`` (smoke mode onl
 writes encoder.json, vocab.bpe and dict.txt in the format of the published GPT-2 files,
 learned from a small corpus: byte symbols plus a few hundred merges.
 """
+
 import argparse
 import json
 import sys
@@ -66,9 +67,16 @@ def learn_tiny(out_dir: Path, texts, n_merges: int) -> None:
     encoder = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "encoder.json").write_text(json.dumps(encoder))
-    (out_dir / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    (out_dir / "vocab.bpe").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+    )
     _init(str(out_dir / "encoder.json"), str(out_dir / "vocab.bpe"))
-    counts = Counter(i for path in texts for line in open(path, encoding="utf-8") for i in _encoder.encode(line.strip()))
+    counts = Counter(
+        i
+        for path in texts
+        for line in open(path, encoding="utf-8")
+        for i in _encoder.encode(line.strip())
+    )
     ranked = sorted(encoder.values(), key=lambda i: (-counts[i], i))
     (out_dir / "dict.txt").write_text("".join(f"{i} {counts[i]}\n" for i in ranked))
     print(f"tiny GPT-2 BPE: {len(merges)} merges, {len(encoder)} symbols -> {out_dir}")

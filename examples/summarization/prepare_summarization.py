@@ -9,6 +9,7 @@ DATASET:
   ``dev`` becomes ``valid``, and ``<unk>`` in train/dev is written ``UNK`` as in its test set.
 Writes OUT_DIR/{train,valid,test}.{source,target}; no tokenization (BART's BPE follows).
 """
+
 import sys
 from pathlib import Path
 
@@ -48,13 +49,19 @@ def main(argv) -> None:
     if dataset == "gigaword":
         folder = find_folder(root, "train.src.txt")
         pairs = {
-            ours: read_pair(folder / f"{theirs}.src.txt", folder / f"{theirs}.tgt.txt",
-                            unk_to="" if ours == "test" else "UNK")
+            ours: read_pair(
+                folder / f"{theirs}.src.txt",
+                folder / f"{theirs}.tgt.txt",
+                unk_to="" if ours == "test" else "UNK",
+            )
             for ours, theirs in GIGAWORD_SPLITS.items()
-        }  # fmt: skip
+        }
     else:
         folder = find_folder(root, "train.source")
-        pairs = {ours: read_pair(folder / f"{theirs}.source", folder / f"{theirs}.target") for ours, theirs in SPLITS.items()}
+        pairs = {
+            ours: read_pair(folder / f"{theirs}.source", folder / f"{theirs}.target")
+            for ours, theirs in SPLITS.items()
+        }
     for split, (src, tgt) in pairs.items():
         (out / f"{split}.source").write_text("".join(s + "\n" for s in src), encoding="utf-8")
         (out / f"{split}.target").write_text("".join(t + "\n" for t in tgt), encoding="utf-8")

@@ -9,6 +9,7 @@ for ROUGE-Lsum, texts are split into sentences after ., ! or ? followed by a spa
 fairseq's README scores with files2rouge (the Perl ROUGE-1.5.5 after Stanford PTB
 tokenization), so its numbers and these are close but not identical.
 """
+
 import argparse
 import json
 import re
@@ -27,7 +28,9 @@ def rouge_scores(hyps, refs) -> dict:
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for hyp, ref in zip(hyps, refs):
         # rougeLsum reads one sentence per line
-        scores = scorer.score("\n".join(SENTENCE_END.split(ref)), "\n".join(SENTENCE_END.split(hyp)))
+        scores = scorer.score(
+            "\n".join(SENTENCE_END.split(ref)), "\n".join(SENTENCE_END.split(hyp))
+        )
         for k in ROUGE_TYPES:
             totals[k] += scores[k].fmeasure
     return {k: 100.0 * v / max(len(hyps), 1) for k, v in totals.items()}
@@ -57,7 +60,9 @@ def main(argv=None) -> int:
     for path in args.generate_outputs:
         hyps, _ = read_generate_output(path, detok=True)
         if len(hyps) != len(refs):
-            sys.exit(f"error: {path} has {len(hyps)} hypotheses, {args.refs} has {len(refs)} references")
+            sys.exit(
+                f"error: {path} has {len(hyps)} hypotheses, {args.refs} has {len(refs)} references"
+            )
         results[path.stem] = rouge_scores(hyps, refs)
         print(f"{path.stem}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[path.stem].items()))
     args.json.write_text(json.dumps(results, indent=2) + "\n")

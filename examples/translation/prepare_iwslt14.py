@@ -13,6 +13,7 @@ What fairseq's script does, and what this does instead of Moses:
 - test = dev2010 + TEDX dev2012 + tst2010 + tst2011 + tst2012, in that order.
 No Moses tokenization: the recipe segments raw text with sentencepiece.
 """
+
 import re
 import sys
 from pathlib import Path
@@ -54,12 +55,17 @@ def main(argv) -> None:
     if len(argv) != 2:
         sys.exit(__doc__)
     orig, out = Path(argv[0]), Path(argv[1])
-    missing = [p for p in [orig / f"train.tags.de-en.{l}" for l in LANGS]
-               + [orig / f"IWSLT14.{t}.de-en.{l}.xml" for t in TEST_SETS for l in LANGS]
-               if not p.is_file()]  # fmt: skip
+    missing = [
+        p
+        for p in [orig / f"train.tags.de-en.{lang}" for lang in LANGS]
+        + [orig / f"IWSLT14.{t}.de-en.{lang}.xml" for t in TEST_SETS for lang in LANGS]
+        if not p.is_file()
+    ]
     if missing:
-        sys.exit(f"error: {orig} lacks {', '.join(p.name for p in missing)}; is it the de-en/ folder of de-en.tgz?")
-    de, en = (train_lines(orig / f"train.tags.de-en.{l}") for l in LANGS)
+        sys.exit(
+            f"error: {orig} lacks {', '.join(p.name for p in missing)}; is it the de-en/ folder of de-en.tgz?"
+        )
+    de, en = (train_lines(orig / f"train.tags.de-en.{lang}") for lang in LANGS)
     if len(de) != len(en):
         sys.exit(f"error: train.tags.de-en.de has {len(de)} text lines, .en has {len(en)}")
     pairs = [(s.lower(), t.lower()) for s, t in zip(de, en) if keep_pair(s, t)]
@@ -67,16 +73,29 @@ def main(argv) -> None:
         "train": [p for i, p in enumerate(pairs, 1) if i % 23 != 0],
         "valid": [p for i, p in enumerate(pairs, 1) if i % 23 == 0],
     }
-    test = {l: [s.lower() for t in TEST_SETS for s in xml_segments(orig / f"IWSLT14.{t}.de-en.{l}.xml")] for l in LANGS}
+    test = {
+        lang: [
+            s.lower()
+            for t in TEST_SETS
+            for s in xml_segments(orig / f"IWSLT14.{t}.de-en.{lang}.xml")
+        ]
+        for lang in LANGS
+    }
     if len(test["de"]) != len(test["en"]):
-        sys.exit(f"error: the test XML files hold {len(test['de'])} German and {len(test['en'])} English segments")
+        sys.exit(
+            f"error: the test XML files hold {len(test['de'])} German and {len(test['en'])} English segments"
+        )
     splits["test"] = list(zip(test["de"], test["en"]))
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         for k, lang in enumerate(LANGS):
-            (out / f"{split}.{lang}").write_text("".join(r[k] + "\n" for r in rows), encoding="utf-8")
-    print(f"IWSLT14 de-en: {len(de)} training lines, {len(pairs)} after cleaning; "
-          + ", ".join(f"{s} {len(r)}" for s, r in splits.items()))  # fmt: skip
+            (out / f"{split}.{lang}").write_text(
+                "".join(r[k] + "\n" for r in rows), encoding="utf-8"
+            )
+    print(
+        f"IWSLT14 de-en: {len(de)} training lines, {len(pairs)} after cleaning; "
+        + ", ".join(f"{s} {len(r)}" for s, r in splits.items())
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """fairseq criterions of this plugin; importing this package registers them."""
+
 from . import (  # noqa: F401
     error_norm_truncation,
     lfd_poe,

@@ -11,6 +11,7 @@ where the logits come from (``--fused-output``, ``--ignore-prefix-size``,
 ``loss_inputs.py``), ``--report-accuracy`` from the objective's own argmax count, and
 fairseq's loss / nll_loss / ppl / accuracy meters.
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
@@ -48,8 +49,16 @@ class DivgenCriterion(FairseqCriterion):
 
     nll_key = "nll"  # the sum logged as nll_loss: the plain NLL of the model that generates
 
-    def __init__(self, task, sentence_avg, label_smoothing=0.0, ignore_prefix_size=0,
-                 report_accuracy=False, fused_output=False, ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing=0.0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         super().__init__(task)
         check_range("--label-smoothing", label_smoothing, 0.0, 1.0)
         if fused_output and ddp_backend == "fully_sharded":

@@ -10,6 +10,7 @@ normalised by ``sample_size`` = ntokens (all tokens, not the kept ones), as thei
 Validation reports the untruncated objective as ``loss`` (so that selecting
 checkpoints by loss does not reward dropping data) and the kept fraction.
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -17,10 +18,10 @@ from typing import Optional
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 
+from ..checks import check_non_negative, check_range
 from ..losses import error_norm_truncated_loss
 from ..update_count import trainer_num_updates
-from .base import SmoothedDivgenConfig, DivgenCriterion
-from ..checks import check_non_negative, check_range
+from .base import DivgenCriterion, SmoothedDivgenConfig
 
 SQRT2 = math.sqrt(2.0)
 
@@ -47,27 +48,56 @@ class ErrorNormTruncationConfig(SmoothedDivgenConfig):
 class ErrorNormTruncationCriterion(DivgenCriterion):
     """Label-smoothed cross-entropy over the tokens whose error norm is at most the threshold."""
 
-    def __init__(self, task, sentence_avg, label_smoothing=0.0, token_prune_threshold=None,
-                 start_prune_iteration=0, ignore_prefix_size=0, report_accuracy=False,
-                 fused_output=False, ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing=0.0,
+        token_prune_threshold=None,
+        start_prune_iteration=0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         if token_prune_threshold is None:
             raise ValueError(
                 "--criterion error_norm_truncation needs --token-prune-threshold T, T in "
                 "(0, sqrt 2] = (0, 1.4142...]: tokens whose error norm exceeds T are dropped"
             )
-        check_range("--token-prune-threshold", token_prune_threshold, 0.0, SQRT2, low_open=True,
-                    why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)")
+        check_range(
+            "--token-prune-threshold",
+            token_prune_threshold,
+            0.0,
+            SQRT2,
+            low_open=True,
+            why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)",
+        )
         check_non_negative("--start-prune-iteration", start_prune_iteration)
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
-                         report_accuracy, fused_output, ddp_backend)
+        super().__init__(
+            task,
+            sentence_avg,
+            label_smoothing,
+            ignore_prefix_size,
+            report_accuracy,
+            fused_output,
+            ddp_backend,
+        )
         self.threshold = token_prune_threshold
         self.start_iteration = start_prune_iteration
 
     def compute_loss(self, model, source, target, sample):
         """ENT's sums; truncating only in training after the start iteration."""
         self._truncating = model.training and trainer_num_updates() > self.start_iteration
-        return error_norm_truncated_loss(source, target, self.threshold, self.eps,
-                                         self.padding_idx, self._truncating, self.report_accuracy)
+        return error_norm_truncated_loss(
+            source,
+            target,
+            self.threshold,
+            self.eps,
+            self.padding_idx,
+            self._truncating,
+            self.report_accuracy,
+        )
 
     def logging_extras(self, sums, target, sample):
         """Tokens within the threshold, the norms, and the tokens trained truncated."""

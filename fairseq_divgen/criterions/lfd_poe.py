@@ -9,15 +9,16 @@ Only the main model is saved and used for generation. Needs
 ``--task translation_lfd`` or ``--task language_modeling_lfd`` with
 ``--degenerative-checkpoint``.
 """
+
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 from omegaconf import II
 
+from ..checks import check_weight
 from ..losses import lfd_loss
 from .base import LN2, DivgenCriterion, SmoothedDivgenConfig
-from ..checks import check_weight
 
 
 @dataclass
@@ -32,8 +33,10 @@ class LfdPoeConfig(SmoothedDivgenConfig):
     )
     degenerative_scale: float = field(
         default=1.0,
-        metadata={"help": "beta >= 0: weight of the degenerative model's log-probs in the "
-                  "product of experts"},
+        metadata={
+            "help": "beta >= 0: weight of the degenerative model's log-probs in the "
+            "product of experts"
+        },
     )
     mle_weight: float = field(
         # 3.0 from scripts/lfd_study.py on real dialogue (docs/lfd.md): the main model's
@@ -64,10 +67,21 @@ class LfdPoeCriterion(DivgenCriterion):
 
     nll_key = "main_nll"
 
-    def __init__(self, task, sentence_avg, label_smoothing=0.0, degenerative_scale=1.0,
-                 mle_weight=3.0, eos_in_product=False, ignore_prefix_size=0,
-                 report_accuracy=False, fused_output=False, ddp_backend=None, save_dir=None,
-                 restore_file=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing=0.0,
+        degenerative_scale=1.0,
+        mle_weight=3.0,
+        eos_in_product=False,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+        save_dir=None,
+        restore_file=None,
+    ):
         check_weight("--degenerative-scale", degenerative_scale)
         check_weight("--mle-weight", mle_weight)
         if getattr(task, "degenerative", None) is None:
@@ -76,8 +90,15 @@ class LfdPoeCriterion(DivgenCriterion):
                 "language_modeling_lfd (with --degenerative-checkpoint PATH), got "
                 f"--task {getattr(getattr(task, 'cfg', None), '_name', type(task).__name__)}"
             )
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
-                         report_accuracy, fused_output, ddp_backend)
+        super().__init__(
+            task,
+            sentence_avg,
+            label_smoothing,
+            ignore_prefix_size,
+            report_accuracy,
+            fused_output,
+            ddp_backend,
+        )
         self.beta = degenerative_scale
         # The LFD tasks check (and later load) the checkpoint only when this is set:
         # with beta = 0 the product is the main model alone.
@@ -98,8 +119,18 @@ class LfdPoeCriterion(DivgenCriterion):
         degenerative = None
         if self.beta != 0.0:  # beta = 0: the product is the main model alone
             degenerative = self.task.degenerative.rows(model, sample, self.ignore_prefix_size)
-        sums = lfd_loss(source, degenerative, target, self.beta, self.mle_weight, self.eps,
-                        self.padding_idx, self.eos_idx, self.eos_in_product, self.report_accuracy)
+        sums = lfd_loss(
+            source,
+            degenerative,
+            target,
+            self.beta,
+            self.mle_weight,
+            self.eps,
+            self.padding_idx,
+            self.eos_idx,
+            self.eos_in_product,
+            self.report_accuracy,
+        )
         if degenerative is not None:
             self.task.degenerative.watch(degenerative)
         return sums

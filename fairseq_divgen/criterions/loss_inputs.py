@@ -15,6 +15,7 @@ the same tensor, whose autograd node takes the projection's weight and bias as i
 its one gradient from the loss. Without DDP, or without that flag, the node changes
 nothing.
 """
+
 import logging
 from typing import Optional, Tuple
 

@@ -1,29 +1,30 @@
 """``--criterion loss_truncation``: loss truncation as a fairseq criterion.
 
-Kang and Hashimoto, "Improved Natural Language Generation via Loss Truncation",
-ACL 2020. The flags are the arguments of the authors' ``LossDropper(dropc,
-min_count, recompute)`` with its defaults (0.4, 10000, 10000): plain MLE until
-``min_count`` sequence losses have been seen (the hot start), then sequences whose
-mean token NLL exceeds the (1 - dropc) quantile of the last ``recompute`` sequence
-losses are dropped; the quantile is recomputed every ``recompute`` new losses.
+Kang and Hashimoto, "Improved Natural Language Generation via Loss Truncation", ACL
+2020. The flags are the arguments of the authors' ``LossDropper(dropc, min_count,
+recompute)`` with its defaults (0.4, 10000, 10000): plain MLE until ``min_count``
+sequence losses have been seen (the hot start), then sequences whose mean token NLL
+exceeds the (1 - dropc) quantile of the last ``recompute`` sequence losses are dropped;
+the quantile is recomputed every ``recompute`` new losses.
 
-Several workers share one history: at the start of the next update, the sequence
-losses of every micro-batch of the update are gathered from all data-parallel
-workers (one fixed-size all-gather, each micro-batch padded to the largest possible
-batch, so no host synchronisation) and enter the history in the order (micro-batch,
-worker), so the cutoff of an update depends only on the losses of earlier updates:
-two workers train exactly as one worker with --update-freq 2. Only batches the
-update really used enter: a batch's losses count once the backward of its loss has
-completed with a non-zero gradient, which leaves out fairseq's dummy batches (their
-loss is multiplied by 0) and a batch whose backward ran out of memory. fairseq keeps a criterion's state in its
-checkpoints only when the criterion has parameters (and then wraps it in DDP and
-hands them to the optimizer), so the history is not saved: a resumed run rebuilds
-it, with a warning, as the run began: plain MLE until ``min_count`` new sequence
-losses have been seen, then truncation against the rebuilt history. The loss is the token sum over the kept sequences over
-``sample_size`` = ntokens (all tokens, as loss_dropper's mean over all examples with
-dropped ones zeroed). Validation reports the untruncated objective as ``loss`` and
-the fraction of sequences within the cutoff.
+Several workers share one history: at the start of the next update, the sequence losses
+of every micro-batch of the update are gathered from all data-parallel workers (one
+fixed-size all-gather, each micro-batch padded to the largest possible batch, so no host
+synchronisation) and enter the history in the order (micro-batch, worker), so the cutoff
+of an update depends only on the losses of earlier updates: two workers train exactly as
+one worker with --update-freq 2. Only batches the update really used enter: a batch's
+losses count once the backward of its loss has completed with a non-zero gradient, which
+leaves out fairseq's dummy batches (their loss is multiplied by 0) and a batch whose
+backward ran out of memory. fairseq keeps a criterion's state in its checkpoints only
+when the criterion has parameters (and then wraps it in DDP and hands them to the
+optimizer), so the history is not saved: a resumed run rebuilds it, with a warning, as
+the run began: plain MLE until ``min_count`` new sequence losses have been seen, then
+truncation against the rebuilt history. The loss is the token sum over the kept
+sequences over ``sample_size`` = ntokens (all tokens, as loss_dropper's mean over all
+examples with dropped ones zeroed). Validation reports the untruncated objective as
+``loss`` and the fraction of sequences within the cutoff.
 """
+
 import logging
 import math
 from dataclasses import dataclass, field
@@ -35,10 +36,10 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 from omegaconf import II
 
+from ..checks import check_range
 from ..losses import LossHistory, loss_truncation_loss, mark_used
 from ..update_count import trainer_num_updates
 from .base import LN2, DivgenCriterion, SmoothedDivgenConfig
-from ..checks import check_range
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ logger = logging.getLogger(__name__)
 class LossTruncationConfig(SmoothedDivgenConfig):
     dropc: float = field(
         default=0.4,
-        metadata={"help": "fraction in [0, 1) of sequences to drop: those above the (1 - dropc) "
-                  "quantile of recent sequence losses; 0 is exactly MLE"},
+        metadata={
+            "help": "fraction in [0, 1) of sequences to drop: those above the (1 - dropc) "
+            "quantile of recent sequence losses; 0 is exactly MLE"
+        },
     )
     min_count: int = field(
         default=10000,
@@ -56,8 +59,10 @@ class LossTruncationConfig(SmoothedDivgenConfig):
     )
     recompute: int = field(
         default=10000,
-        metadata={"help": "the quantile is taken over the last N sequence losses and recomputed "
-                  "every N new ones (N >= 1)"},
+        metadata={
+            "help": "the quantile is taken over the last N sequence losses and recomputed "
+            "every N new ones (N >= 1)"
+        },
     )
     # The largest batch a worker can hold and the micro-batches per update, which fix
     # the size of the all-gather.
@@ -70,17 +75,36 @@ class LossTruncationConfig(SmoothedDivgenConfig):
 class LossTruncationCriterion(DivgenCriterion):
     """Label-smoothed cross-entropy over the sequences at or below a loss quantile."""
 
-    def __init__(self, task, sentence_avg, label_smoothing=0.0, dropc=0.4, min_count=10000,
-                 recompute=10000, ignore_prefix_size=0, report_accuracy=False,
-                 max_sentences=None, max_tokens=None, update_freq=(1,), fused_output=False,
-                 ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing=0.0,
+        dropc=0.4,
+        min_count=10000,
+        recompute=10000,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        max_sentences=None,
+        max_tokens=None,
+        update_freq=(1,),
+        fused_output=False,
+        ddp_backend=None,
+    ):
         check_range("--dropc", dropc, 0.0, 1.0, high_open=True)
         if not (isinstance(min_count, int) and min_count >= 0):
             raise ValueError(f"--min-count must be an integer >= 0, got {min_count}")
         if not (isinstance(recompute, int) and recompute >= 1):
             raise ValueError(f"--recompute must be an integer >= 1, got {recompute}")
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
-                         report_accuracy, fused_output, ddp_backend)
+        super().__init__(
+            task,
+            sentence_avg,
+            label_smoothing,
+            ignore_prefix_size,
+            report_accuracy,
+            fused_output,
+            ddp_backend,
+        )
         self.history = LossHistory(dropc, min_count, recompute, gather=self._all_workers)
         bounds = [b for b in (max_sentences, max_tokens) if b]
         self.max_sentences = min(bounds) if bounds else None  # every sentence has >= 1 token
@@ -96,7 +120,8 @@ class LossTruncationCriterion(DivgenCriterion):
                 "loss_truncation: training resumes at update %d; fairseq checkpoints do "
                 "not keep the loss history, so it is rebuilt: plain MLE until %d new "
                 "sequence losses have been seen (--min-count), then truncation",
-                num_updates, self.history.min_count,
+                num_updates,
+                self.history.min_count,
             )
 
     # -- distributed ------------------------------------------------------------
@@ -108,8 +133,10 @@ class LossTruncationCriterion(DivgenCriterion):
         if world <= 1:
             return torch.cat(batches) if batches else torch.zeros(0, device=self._device)
         if self.max_sentences is None:
-            raise ValueError("--criterion loss_truncation with several workers needs "
-                             "--max-tokens or --batch-size (they bound the batch it gathers)")
+            raise ValueError(
+                "--criterion loss_truncation with several workers needs "
+                "--max-tokens or --batch-size (they bound the batch it gathers)"
+            )
         size, slots = self.max_sentences, max(self.micro_batches, len(batches))
         if slots > self.micro_batches or any(b.numel() > size for b in batches):
             raise RuntimeError(
@@ -135,8 +162,15 @@ class LossTruncationCriterion(DivgenCriterion):
             self._check_resume(step)
             self.history.to(device).begin(step)
         cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
-        sums = loss_truncation_loss(source, target, cutoff, self.eps, self.padding_idx,
-                                    truncate=training, accuracy=self.report_accuracy)
+        sums = loss_truncation_loss(
+            source,
+            target,
+            cutoff,
+            self.eps,
+            self.padding_idx,
+            truncate=training,
+            accuracy=self.report_accuracy,
+        )
         if training:
             sums["loss"], used = mark_used(sums["loss"])
             self.history.add(sums["sequence_nll"], used)

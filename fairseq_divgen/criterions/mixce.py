@@ -6,14 +6,15 @@ Reverse Cross-Entropies", ACL 2023. ``--mixing-ratio`` is the authors'
 0.3, 0.5, 0.7, 0.9, 0.99, 1}); eta = 1 is exactly cross-entropy. The loss is the
 weighted NLL summed over tokens over ``sample_size``, i.e. their ``reduction="mean"``.
 """
+
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 
+from ..checks import check_range
 from ..losses import mixce_loss
 from .base import DivgenConfig, DivgenCriterion
-from ..checks import check_range
 
 
 @dataclass
@@ -31,11 +32,20 @@ class MixceConfig(DivgenConfig):
 class MixceCriterion(DivgenCriterion):
     """sum_t (eta + (1 - eta) p_t) * NLL_t, with p_t = q_t(y_t) detached."""
 
-    def __init__(self, task, sentence_avg, mixing_ratio=0.5, ignore_prefix_size=0,
-                 report_accuracy=False, fused_output=False, ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        mixing_ratio=0.5,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         check_range("--mixing-ratio", mixing_ratio, 0.0, 1.0)
-        super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy,
-                         fused_output, ddp_backend)
+        super().__init__(
+            task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy, fused_output, ddp_backend
+        )
         self.eta = mixing_ratio
 
     def compute_loss(self, model, source, target, sample):
@@ -44,8 +54,10 @@ class MixceCriterion(DivgenCriterion):
 
     def logging_extras(self, sums, target, sample):
         """The weights' sum and the tokens they were averaged over."""
-        return {"mixce_weight_sum": sums["weight"].data,
-                "mixce_weight_count": self.target_count(target, sample)}
+        return {
+            "mixce_weight_sum": sums["weight"].data,
+            "mixce_weight_count": self.target_count(target, sample),
+        }
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

@@ -4,15 +4,16 @@ Flag names and defaults follow the authors' fairseq scripts, so their command
 lines (``--criterion tailr --label-smoothing 0.1 --density-min-weight 0.3
 --density-ratio-threshold 0.1``) run unchanged apart from ``--user-dir``.
 """
+
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 
+from ..checks import check_non_negative, check_range
 from ..losses import scheduled_gamma, tailr_loss
 from ..update_count import trainer_num_updates
 from .base import DivgenConfig, DivgenCriterion
-from ..checks import check_non_negative, check_range
 
 
 @dataclass
@@ -56,14 +57,31 @@ class TailrConfig(DivgenConfig):
 class TailrCriterion(DivgenCriterion):
     """MLE with each gold token weighted by p / (gamma + (1 - gamma) p)."""
 
-    def __init__(self, task, sentence_avg, label_smoothing=0.0, density_ratio_threshold=1.0,
-                 density_min_weight=0.0, density_ratio_warmup_updates=0, ignore_prefix_size=0,
-                 report_accuracy=False, fused_output=False, ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing=0.0,
+        density_ratio_threshold=1.0,
+        density_min_weight=0.0,
+        density_ratio_warmup_updates=0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         check_range("--density-ratio-threshold", density_ratio_threshold, 0.0, 1.0)
         check_range("--density-min-weight", density_min_weight, 0.0, 1.0)
         check_non_negative("--density-ratio-warmup-updates", density_ratio_warmup_updates)
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
-                         report_accuracy, fused_output, ddp_backend)
+        super().__init__(
+            task,
+            sentence_avg,
+            label_smoothing,
+            ignore_prefix_size,
+            report_accuracy,
+            fused_output,
+            ddp_backend,
+        )
         self.gamma = density_ratio_threshold
         self.min_weight = density_min_weight
         self.warmup_updates = density_ratio_warmup_updates
@@ -79,8 +97,15 @@ class TailrCriterion(DivgenCriterion):
     def compute_loss(self, model, source, target, sample):
         """TaiLr's sums at the gamma in force."""
         self._gamma_now = self.current_gamma(model.training)
-        return tailr_loss(source, target, self._gamma_now, self.min_weight, self.eps,
-                          self.padding_idx, self.report_accuracy)
+        return tailr_loss(
+            source,
+            target,
+            self._gamma_now,
+            self.min_weight,
+            self.eps,
+            self.padding_idx,
+            self.report_accuracy,
+        )
 
     def logging_extras(self, sums, target, sample):
         """The weights' sum, the tokens they were averaged over, gamma times those."""

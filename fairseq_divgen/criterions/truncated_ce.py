@@ -5,16 +5,17 @@ Model" (arXiv 2309.12619). Each batch keeps only the ``ceil(R * N)`` tokens with
 the lowest NLL (per forward batch and per worker), so the model amplifies the
 easy, generic patterns of the data.
 """
+
 from dataclasses import dataclass, field
 
 import torch
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 
+from ..checks import check_non_negative, check_range
 from ..losses import truncated_nll_loss
 from ..update_count import trainer_num_updates
 from .base import LN2, DivgenConfig, DivgenCriterion
-from ..checks import check_non_negative, check_range
 
 
 @dataclass
@@ -44,13 +45,22 @@ class TruncatedCrossEntropyCriterion(DivgenCriterion):
     truncated loss.
     """
 
-    def __init__(self, task, sentence_avg, truncation_ratio=0.5, truncation_warmup_updates=0,
-                 ignore_prefix_size=0, report_accuracy=False, fused_output=False,
-                 ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        truncation_ratio=0.5,
+        truncation_warmup_updates=0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         check_range("--truncation-ratio", truncation_ratio, 0.0, 1.0, low_open=True)
         check_non_negative("--truncation-warmup-updates", truncation_warmup_updates)
-        super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy,
-                         fused_output, ddp_backend)
+        super().__init__(
+            task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy, fused_output, ddp_backend
+        )
         self.truncation_ratio = truncation_ratio
         self.warmup_updates = truncation_warmup_updates
 
@@ -61,19 +71,30 @@ class TruncatedCrossEntropyCriterion(DivgenCriterion):
         ratio = 1.0 if self._warming_up else self.truncation_ratio
         # The host knows the non-pad count unless a prefix was cut off; ntokens bounds it.
         count = sample["ntokens"] if self.ignore_prefix_size == 0 else None
-        return truncated_nll_loss(source, target, ratio, self.padding_idx, count,
-                                  max_tokens=sample["ntokens"], accuracy=self.report_accuracy)
+        return truncated_nll_loss(
+            source,
+            target,
+            ratio,
+            self.padding_idx,
+            count,
+            max_tokens=sample["ntokens"],
+            accuracy=self.report_accuracy,
+        )
 
     def loss_and_sample_size(self, sums, sample):
         """Plain CE over ntokens while warming up, else the truncated sum over the kept tokens."""
-        loss, size = (sums["nll"], sample["ntokens"]) if self._warming_up else (sums["loss"], sums["kept"])
+        loss, size = (
+            (sums["nll"], sample["ntokens"]) if self._warming_up else (sums["loss"], sums["kept"])
+        )
         return loss, sample["target"].size(0) if self.sentence_avg else size
 
     def logging_extras(self, sums, target, sample):
         """The truncated loss and the number of kept tokens."""
         kept = sums["kept"]
-        return {"trunc_loss": sums["loss"].data,
-                "kept_tokens": kept.data if torch.is_tensor(kept) else kept}
+        return {
+            "trunc_loss": sums["loss"].data,
+            "kept_tokens": kept.data if torch.is_tensor(kept) else kept,
+        }
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

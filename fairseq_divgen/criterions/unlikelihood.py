@@ -10,14 +10,15 @@ the plain NLL. Normalised as the authors' criterion: the summed NLL and penalty 
 ``sample_size`` (ntokens, or nsentences with --sentence-avg). With
 --ignore-prefix-size the prefix tokens are neither scored nor candidates.
 """
+
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 
+from ..checks import check_non_negative
 from ..losses import unlikelihood_loss
 from .base import LN2, DivgenConfig, DivgenCriterion
-from ..checks import check_non_negative
 
 
 @dataclass
@@ -35,11 +36,20 @@ class UnlikelihoodConfig(DivgenConfig):
 class UnlikelihoodCriterion(DivgenCriterion):
     """NLL + alpha * sum over earlier target tokens c of -log(1 - q(c))."""
 
-    def __init__(self, task, sentence_avg, rank_alpha=1.0, ignore_prefix_size=0,
-                 report_accuracy=False, fused_output=False, ddp_backend=None):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        rank_alpha=1.0,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        fused_output=False,
+        ddp_backend=None,
+    ):
         check_non_negative("--rank-alpha", rank_alpha)
-        super().__init__(task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy,
-                         fused_output, ddp_backend)
+        super().__init__(
+            task, sentence_avg, 0.0, ignore_prefix_size, report_accuracy, fused_output, ddp_backend
+        )
         self.alpha = rank_alpha
 
     def compute_loss(self, model, source, target, sample):

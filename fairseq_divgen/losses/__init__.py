@@ -5,6 +5,7 @@ chunk of rows, in its own module) with one function that runs it through
 :func:`chunked_loss` over any source: a model's logits, :class:`LogProbs`, or a
 :class:`Projection` (features and output layer, the fused path).
 """
+
 from .chunked import ChunkObjective, FrozenLogits, LogProbs, Projection, chunked_loss
 from .error_norm import ErrorNormObjective, error_norm_truncated_loss
 from .lfd import LfdObjective, lfd_loss

@@ -39,6 +39,7 @@ underflows:
 The stored gradients are fp32 and take the parameters' dtype only after the loss scale,
 as autograd's would. Rows an objective gives no gradient get exactly 0.
 """
+
 import math
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
@@ -315,10 +316,13 @@ def _forward_projection(ctx, objective, rows, n_sums, layer, h, weight, bias):
     return (None, grad_h, grad_w, grad_b), sums, dtypes
 
 
-def chunked_loss(source: Source, objective: ChunkObjective, rows: Optional[int] = None) -> Dict[str, Tensor]:
+def chunked_loss(
+    source: Source, objective: ChunkObjective, rows: Optional[int] = None
+) -> Dict[str, Tensor]:
     """The sums of ``objective`` over all rows of ``source``, by name (``objective.all_names``).
 
-    ``source``: ``(N, V)`` logits (any dtype), :class:`LogProbs`, or a :class:`Projection`. ``"loss"`` is the only entry with a gradient (to the logits, or to
+    ``source``: ``(N, V)`` logits (any dtype), :class:`LogProbs`, or a :class:`Projection`.
+    ``"loss"`` is the only entry with a gradient (to the logits, or to
     ``h``, ``weight`` and ``bias``, whichever require one; a weight shared with an input
     embedding gets the sum of both gradients). ``rows`` per chunk defaults to
     :func:`chunking.chunk_rows`. Under ``torch.no_grad()`` only the sums are computed.

@@ -13,6 +13,7 @@ should be depends on the device:
   per chunk) and the projection a matmul that wants many rows, so chunks are 8 times
   larger (2^25 elements, 128 MiB per fp32 temporary) and there are no blocks.
 """
+
 import torch
 
 CHUNK_ELEMENTS = 1 << 22

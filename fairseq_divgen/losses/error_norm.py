@@ -12,6 +12,7 @@ apart. Tokens with ``e_t > threshold`` are left out of the (label-smoothed) loss
 the norm is a constant for the gradient, so a dropped token gets exactly zero
 gradient (docs/algorithms.md).
 """
+
 from typing import Dict, Optional
 
 import torch

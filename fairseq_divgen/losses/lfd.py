@@ -37,6 +37,7 @@ EOS, ``Q'`` = the same of ``z``, both 0 at EOS):
 No log-softmax of either model and no product distribution is kept; the degenerative
 model costs nothing vocabulary-sized beyond its logits (docs/algorithms.md).
 """
+
 from typing import Dict, Optional, Union
 
 import torch
@@ -74,8 +75,18 @@ class LfdObjective(ChunkObjective):
 
     names = ("loss", "poe_nll", "main_nll", "main_eos_nll", "degen_nll")
 
-    def __init__(self, target, degenerative: Optional[FrozenLogits], beta, mle_weight, epsilon,
-                 pad, eos=None, eos_in_product=False, accuracy=False):
+    def __init__(
+        self,
+        target,
+        degenerative: Optional[FrozenLogits],
+        beta,
+        mle_weight,
+        epsilon,
+        pad,
+        eos=None,
+        eos_in_product=False,
+        accuracy=False,
+    ):
         super().__init__(target, pad, accuracy)
         if not eos_in_product and eos is None:
             raise ValueError("EOS outside the product (eos_in_product=False) needs eos_index")
@@ -97,8 +108,13 @@ class LfdObjective(ChunkObjective):
         sums = z.new_zeros(len(self.names))
         for start in range(0, n, block):
             sl = slice(start, min(start + block, n))
-            part, _ = self._block(z[sl], None if zd is None else zd[sl], t[sl], want_grad,
-                                  None if grad is None else grad[sl])
+            part, _ = self._block(
+                z[sl],
+                None if zd is None else zd[sl],
+                t[sl],
+                want_grad,
+                None if grad is None else grad[sl],
+            )
             sums += part
         return sums, grad
 
@@ -224,8 +240,9 @@ def lfd_loss(
     frozen = degenerative
     if degenerative is not None and not isinstance(degenerative, FrozenLogits):
         frozen = FrozenLogits(degenerative)
-    objective = LfdObjective(target, frozen, beta, mle_weight, epsilon, ignore_index, eos_index,
-                             eos_in_product, accuracy)
+    objective = LfdObjective(
+        target, frozen, beta, mle_weight, epsilon, ignore_index, eos_index, eos_in_product, accuracy
+    )
     out = chunked_loss(source, objective, rows)
     if frozen is None or requires_grad(source):
         del out["degen_nll"]

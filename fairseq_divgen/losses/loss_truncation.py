@@ -14,6 +14,7 @@ counts. The kept sequences contribute their token sums, as fairseq's cross-entro
 does. :class:`LossHistory` keeps the recent sequence losses and the cutoff, on the
 device, without host synchronisation (docs/algorithms.md).
 """
+
 import math
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -135,8 +136,13 @@ class LossHistory:
     entries are padding and never enter.
     """
 
-    def __init__(self, dropc: float, min_count: int, recompute: int,
-                 gather: Optional[Callable[[List[Tensor]], Tensor]] = None):
+    def __init__(
+        self,
+        dropc: float,
+        min_count: int,
+        recompute: int,
+        gather: Optional[Callable[[List[Tensor]], Tensor]] = None,
+    ):
         self.dropc, self.min_count, self.capacity = dropc, min_count, recompute
         self.gather = gather
         self.step: Optional[int] = None  # the update whose losses are pending
@@ -179,7 +185,7 @@ class LossHistory:
         cutoff if it is due."""
         if not self.pending and self.gather is None:
             return
-        batches = [l if u is None else torch.where(u, l, math.nan) for l, u in self.pending]
+        batches = [x if u is None else torch.where(u, x, math.nan) for x, u in self.pending]
         self.pending = []
         # with a gather, every worker takes part in every commit, even with nothing to add
         new = self.gather(batches) if self.gather is not None else torch.cat(batches)
@@ -200,7 +206,9 @@ class LossHistory:
             return
         enough = self.total >= max(self.min_count, 1)
         due = enough & ((self.since >= cap) | torch.isinf(self.cutoff_value))
-        fresh = linear_quantile(self.values[:cap], torch.clamp(self.total, max=cap), 1.0 - self.dropc)
+        fresh = linear_quantile(
+            self.values[:cap], torch.clamp(self.total, max=cap), 1.0 - self.dropc
+        )
         self.cutoff_value = torch.where(due, fresh, self.cutoff_value)
         self.since = torch.where(due, torch.zeros_like(self.since), self.since)
 
@@ -211,7 +219,7 @@ class LossHistory:
             self.total, self.since = self.total.to(device), self.since.to(device)
             self.cutoff_value = self.cutoff_value.to(device)
             self.pending = [
-                (l.to(device), None if u is None else u.to(device)) for l, u in self.pending
+                (x.to(device), None if u is None else u.to(device)) for x, u in self.pending
             ]
         return self
 

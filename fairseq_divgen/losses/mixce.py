@@ -12,6 +12,7 @@ with ``p_t`` from the same forward pass as the loss (as in the authors' code, wh
 takes ``exp(-nll)`` of the token losses). eta = 1 is MLE; eta = 0 weights each token
 by its own probability (docs/algorithms.md).
 """
+
 from typing import Dict, Optional
 
 import torch

@@ -11,6 +11,7 @@ With ``q = softmax(z)`` and ``nll = -log q(y)``:
 So every objective below has the gradient ``a q - c - b onehot(y)`` row by row, with
 per-row coefficients ``a``, ``b`` and ``c``, built in place in the softmax's memory.
 """
+
 from typing import Optional
 
 import torch

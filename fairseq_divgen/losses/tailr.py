@@ -6,6 +6,7 @@ ICLR 2023. The TVD estimate through the proxy ``p_gamma = gamma * data +
 by ``w = p / (gamma + (1 - gamma) * p)``, where ``p`` is the model's own (detached)
 probability of that token (docs/algorithms.md).
 """
+
 import math
 from typing import Dict, Optional
 

@@ -8,6 +8,7 @@ The selection is over the whole batch, so it takes two passes over the source: o
 without gradient that computes every token's NLL (and ranks them), and one with
 gradient over the kept rows only (with a projection, ``1 + 3R`` matmuls instead of 3).
 """
+
 from fractions import Fraction
 from typing import Dict, Optional, Tuple
 

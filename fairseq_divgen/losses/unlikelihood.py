@@ -14,6 +14,7 @@ mask is built: each row reads the log-probabilities of its own sequence's tokens
 With ``a_c = q(c) / (1 - q(c))``, ``d(-log(1 - q(c)))/dz = a_c (onehot(c) - q)``
 (docs/algorithms.md).
 """
+
 import math
 from typing import Dict, Optional
 
@@ -56,8 +57,16 @@ class UnlikelihoodObjective(ChunkObjective):
 
     names = ("loss", "nll", "penalty")
 
-    def __init__(self, target, cand_tokens, cand_mask, alpha, pad, accuracy=False,
-                 min_one_minus_p=MIN_ONE_MINUS_P):
+    def __init__(
+        self,
+        target,
+        cand_tokens,
+        cand_mask,
+        alpha,
+        pad,
+        accuracy=False,
+        min_one_minus_p=MIN_ONE_MINUS_P,
+    ):
         super().__init__(target, pad, accuracy)
         self.cand_tokens, self.cand_mask, self.alpha = cand_tokens, cand_mask, alpha
         self.bound = math.log1p(-min_one_minus_p)

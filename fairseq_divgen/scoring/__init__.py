@@ -1,4 +1,5 @@
 """Quality and diversity metrics for generated text, and the ``divgen-score`` command."""
+
 from .metrics import (
     bleu_and_self_bleu,
     corpus_bleu,

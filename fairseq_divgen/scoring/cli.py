@@ -12,6 +12,7 @@ that cannot be scored (not UTF-8, empty, line counts that differ, the wrong form
 Self-BLEU is computed over every hypothesis by default; ``--self-bleu-max N`` scores
 a seeded random subset of N instead (see fairseq_divgen/scoring/metrics.py).
 """
+
 import argparse
 import json
 import math
@@ -81,31 +82,52 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     """divgen-score's flags."""
     p = argparse.ArgumentParser(prog="divgen-score", description=__doc__.splitlines()[0])
-    p.add_argument("generate_outputs", nargs="*", type=Path, metavar="GENERATE_OUTPUT",
-                   help="fairseq-generate output files (their H- and T- lines)")  # fmt: skip
-    # One file per --hyps: a list flag would take the next file name too
-    p.add_argument("--hyps", type=Path, action="append", metavar="FILE",
-                   help="plain text, one hypothesis per line (lines end at \\n only); "
-                   "repeat --hyps for several files")  # fmt: skip
-    p.add_argument("--refs", type=Path, metavar="FILE",
-                   help="plain text references for --hyps, one per line")  # fmt: skip
-    p.add_argument("--all-nbest", action="store_true",
-                   help="score every n-best hypothesis, not only the first")  # fmt: skip
-    p.add_argument("--detok", action="store_true", help="read D- (detokenized) lines instead of H-")
-    p.add_argument("--window", type=_positive_int, default=16,
-                   help="l of rep/l and wrep/l, at least 1 (default 16)")  # fmt: skip
     p.add_argument(
-        "--self-bleu-max", type=int, metavar="N",
+        "generate_outputs",
+        nargs="*",
+        type=Path,
+        metavar="GENERATE_OUTPUT",
+        help="fairseq-generate output files (their H- and T- lines)",
+    )
+    # One file per --hyps: a list flag would take the next file name too
+    p.add_argument(
+        "--hyps",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="plain text, one hypothesis per line (lines end at \\n only); "
+        "repeat --hyps for several files",
+    )
+    p.add_argument(
+        "--refs", type=Path, metavar="FILE", help="plain text references for --hyps, one per line"
+    )
+    p.add_argument(
+        "--all-nbest", action="store_true", help="score every n-best hypothesis, not only the first"
+    )
+    p.add_argument("--detok", action="store_true", help="read D- (detokenized) lines instead of H-")
+    p.add_argument(
+        "--window",
+        type=_positive_int,
+        default=16,
+        help="l of rep/l and wrep/l, at least 1 (default 16)",
+    )
+    p.add_argument(
+        "--self-bleu-max",
+        type=int,
+        metavar="N",
         help="self-BLEU of a random subset of N hypotheses (drawn with --seed, each scored "
         "against the other N-1) instead of every hypothesis against all the others, the "
         "default. A subset's self-BLEU is not comparable with the full set's (older versions "
         "of divgen-score used a subset of 500)",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the --self-bleu-max subset (default 0)")  # fmt: skip
-    p.add_argument("--tokenize", default="13a",
-                   help="sacrebleu tokenizer (default 13a; 'none' for pre-tokenized "
-                   "text)")  # fmt: skip
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the --self-bleu-max subset (default 0)"
+    )
+    p.add_argument(
+        "--tokenize",
+        default="13a",
+        help="sacrebleu tokenizer (default 13a; 'none' for pre-tokenized text)",
+    )
     p.add_argument("--json", type=Path, help="also write the results here as JSON")
     return p
 
@@ -124,8 +146,9 @@ def _check_command_line(p: argparse.ArgumentParser, args) -> None:
     if not args.generate_outputs and not args.hyps:
         p.error("give fairseq-generate output files or --hyps FILE")
     if args.self_bleu_max is not None and args.self_bleu_max < 2:
-        p.error("--self-bleu-max needs at least 2 hypotheses "
-                "(self-BLEU scores each against the others)")  # fmt: skip
+        p.error(
+            "--self-bleu-max needs at least 2 hypotheses (self-BLEU scores each against the others)"
+        )
     if args.refs is not None and len(args.hyps or []) != 1:
         p.error("--refs goes with exactly one --hyps file")
     _check_tokenizer(p, args.tokenize)
@@ -145,8 +168,10 @@ def _check_tokenizer(p: argparse.ArgumentParser, tokenize: str) -> None:
     try:
         BLEU(tokenize=tokenize)
     except Exception as e:  # a tokenizer whose own package is missing, for instance
-        p.error(f"--tokenize {tokenize}: sacrebleu cannot load it ({type(e).__name__}: {e}); "
-                "install what it needs or choose another tokenizer")  # fmt: skip
+        p.error(
+            f"--tokenize {tokenize}: sacrebleu cannot load it ({type(e).__name__}: {e}); "
+            "install what it needs or choose another tokenizer"
+        )
 
 
 def _check_input_path(p: argparse.ArgumentParser, flag: str, path: Path) -> None:
@@ -166,14 +191,18 @@ def _check_json_path(
     if path.is_dir():
         p.error(f"--json {path} is a folder; give a file name, e.g. --json {path / 'scores.json'}")
     if not folder.is_dir():
-        p.error(f"--json {path}: the folder {folder} does not exist; create it first "
-                f"(mkdir -p {folder}) or choose another path")  # fmt: skip
+        p.error(
+            f"--json {path}: the folder {folder} does not exist; create it first "
+            f"(mkdir -p {folder}) or choose another path"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         p.error(f"--json {path}: cannot write into the folder {folder}; choose another path")
     for flag, source in inputs:
         if _same_file(path, source):
-            p.error(f"--json {path} is the input {flag or 'file'} {source}: writing the JSON "
-                    "would replace it; choose another --json path")  # fmt: skip
+            p.error(
+                f"--json {path} is the input {flag or 'file'} {source}: writing the JSON "
+                "would replace it; choose another --json path"
+            )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -211,8 +240,10 @@ def _read_plain(path: Path, refs_path: Optional[Path]) -> _Input:
                 "(lines end at \\n only); give one reference per hypothesis"
             )
     with_refs = f", {len(refs)} references from --refs {refs_path}" if refs is not None else ""
-    _note(f"--hyps {path}: plain text, {_count(len(hyps), 'hypothesis', 'hypotheses')} "
-          f"(one per line){with_refs}")  # fmt: skip
+    _note(
+        f"--hyps {path}: plain text, {_count(len(hyps), 'hypothesis', 'hypotheses')} "
+        f"(one per line){with_refs}"
+    )
     return _Input(str(path), hyps, refs)
 
 
@@ -231,11 +262,15 @@ def _read_generate(path: Path, all_nbest: bool, detok: bool) -> _Input:
     gen = read_generate(path, all_nbest, detok)
     tag = "D" if detok else "H"
     which = "every n-best" if all_nbest else "the first of each sentence"
-    _note(f"{path}: fairseq-generate output, {_count(len(gen.hyps), 'hypothesis', 'hypotheses')} "
-          f"({tag}- lines, {which})")  # fmt: skip
+    _note(
+        f"{path}: fairseq-generate output, {_count(len(gen.hyps), 'hypothesis', 'hypotheses')} "
+        f"({tag}- lines, {which})"
+    )
     if len(gen.ids_without_ref) == len(set(gen.ids)):
-        _note(f"{path}: no T- line for any hypothesis, so no references: bleu and wrep are "
-              "not computed ('-')")  # fmt: skip
+        _note(
+            f"{path}: no T- line for any hypothesis, so no references: bleu and wrep are "
+            "not computed ('-')"
+        )
     elif gen.ids_without_ref:
         missing = set(gen.ids_without_ref)
         n_hyps = sum(sid in missing for sid in gen.ids)
@@ -318,8 +353,9 @@ def main(argv=None) -> int:
     rows = {}
     while inputs:
         row = inputs.pop(0)  # its texts are freed once scored
-        rows[row.name] = score_texts(row.hyps, row.refs, args.window, args.self_bleu_max,
-                                     args.seed, args.tokenize)  # fmt: skip
+        rows[row.name] = score_texts(
+            row.hyps, row.refs, args.window, args.self_bleu_max, args.seed, args.tokenize
+        )
         del row
     print(markdown_table(rows))
     if args.json is not None:

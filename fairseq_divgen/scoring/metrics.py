@@ -63,6 +63,7 @@ n-gram codes, order by order.
 numpy is imported inside the functions that count: ``import fairseq_divgen.scoring``
 and ``divgen-score --help`` stay light.
 """
+
 import gc
 import logging
 import random
@@ -70,7 +71,10 @@ import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Sequence
+
+if TYPE_CHECKING:  # numpy is imported where the counting runs, not at import time
+    import numpy
 
 _CHUNK = 8192  # texts tokenized at a time: bounds the Python token lists alive at once
 
@@ -548,10 +552,15 @@ def _sacrebleu_ids(bleu, texts: Sequence[str], vocab: dict) -> TokenIds:
 def _compute_bleu(bleu, correct, total, sys_len: int, ref_len: int, effective_order: bool) -> float:
     """sacrebleu's own arithmetic (``BLEU.compute_bleu``) on these counts."""
     return bleu.compute_bleu(
-        list(correct), list(total), sys_len, ref_len,
-        smooth_method=bleu.smooth_method, smooth_value=bleu.smooth_value,
-        effective_order=effective_order, max_ngram_order=bleu.max_ngram_order,
-    ).score  # fmt: skip
+        list(correct),
+        list(total),
+        sys_len,
+        ref_len,
+        smooth_method=bleu.smooth_method,
+        smooth_value=bleu.smooth_value,
+        effective_order=effective_order,
+        max_ngram_order=bleu.max_ngram_order,
+    ).score
 
 
 def _sentence_bleus(bleu, correct: List[List[int]], hyp_lengths: List[int], ref_lengths: List[int]):

@@ -5,6 +5,7 @@ Lines end at "\\n" only, as ``wc -l`` counts them and as sacrebleu reads files
 are characters of a line, not line breaks (``str.splitlines`` would break at all of
 them). A last line without a final "\\n" is a line too. Files must be UTF-8.
 """
+
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field

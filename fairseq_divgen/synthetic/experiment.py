@@ -7,6 +7,7 @@ and with each model, divgen's metrics) -> report (markdown, JSON, PNG).
 A stage that finished left a marker in ``stages/``; a rerun skips it. fairseq-train
 resumes an interrupted training from its ``checkpoint_last.pt`` by itself.
 """
+
 import json
 import os
 import re
@@ -112,14 +113,31 @@ class Experiment:
         raw = self.work / "raw"
         raw.mkdir(exist_ok=True)
         s = self.size
-        for i, (split, n) in enumerate((("train", s.n_train), ("valid", s.n_valid), ("test", s.n_test))):
+        for i, (split, n) in enumerate(
+            (("train", s.n_train), ("valid", s.n_valid), ("test", s.n_test))
+        ):
             samples = lm.sample(model, dictionary, n, s.oracle.max_len, seed=s.seed * 1000 + i)
             (raw / f"{split}.txt").write_text("\n".join(lm.to_text(dictionary, samples)) + "\n")
-        run_fairseq("preprocess", [
-            "--only-source", "--srcdict", self.work / "oracle" / "dict.txt",
-            "--trainpref", raw / "train.txt", "--validpref", raw / "valid.txt",
-            "--testpref", raw / "test.txt", "--destdir", self.work / "bin", "--workers", 1,
-        ], env=self.env, log_path=self.work / "preprocess.log")  # fmt: skip
+        run_fairseq(
+            "preprocess",
+            [
+                "--only-source",
+                "--srcdict",
+                self.work / "oracle" / "dict.txt",
+                "--trainpref",
+                raw / "train.txt",
+                "--validpref",
+                raw / "valid.txt",
+                "--testpref",
+                raw / "test.txt",
+                "--destdir",
+                self.work / "bin",
+                "--workers",
+                1,
+            ],
+            env=self.env,
+            log_path=self.work / "preprocess.log",
+        )
 
     def train_args(self, name: str) -> List:
         """fairseq-train command line of one method."""
@@ -137,20 +155,50 @@ class Experiment:
             extra = ["--truncation-warmup-updates", s.warmup_updates]
         max_update = s.degenerative_max_update if v.kind == "degenerative" else s.max_update
         return [
-            self.work / "bin", "--user-dir", USER_DIR, *base, *flags, *extra,
+            self.work / "bin",
+            "--user-dir",
+            USER_DIR,
+            *base,
+            *flags,
+            *extra,
             *v.methods.extra.get(v.kind, []),
-            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", s.lr,
-            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", s.warmup_updates,
-            "--max-tokens", s.max_tokens, "--max-update", max_update, "--seed", s.seed,
-            "--required-batch-size-multiple", 1, "--save-dir", self.work / name,
-            "--no-epoch-checkpoints", *self.cpu_flag, "--log-format", "simple",
-            "--log-interval", max(1, max_update // 10),
-        ]  # fmt: skip
+            "--optimizer",
+            "adam",
+            "--adam-betas",
+            "(0.9, 0.98)",
+            "--lr",
+            s.lr,
+            "--lr-scheduler",
+            "inverse_sqrt",
+            "--warmup-updates",
+            s.warmup_updates,
+            "--max-tokens",
+            s.max_tokens,
+            "--max-update",
+            max_update,
+            "--seed",
+            s.seed,
+            "--required-batch-size-multiple",
+            1,
+            "--save-dir",
+            self.work / name,
+            "--no-epoch-checkpoints",
+            *self.cpu_flag,
+            "--log-format",
+            "simple",
+            "--log-interval",
+            max(1, max_update // 10),
+        ]
 
     def train(self, name: str) -> None:
         """Train one method with fairseq-train (its progress is shown as it runs)."""
-        run_fairseq("train", self.train_args(name), log_path=self.work / f"train-{name}.log",
-                    echo=True, env=self.env)
+        run_fairseq(
+            "train",
+            self.train_args(name),
+            log_path=self.work / f"train-{name}.log",
+            echo=True,
+            env=self.env,
+        )
 
     def checkpoint(self, name: str) -> Path:
         """The checkpoint whose samples are scored (equal budgets: the last one)."""
@@ -169,11 +217,29 @@ class Experiment:
 
     def eval_lm(self, data: Path, checkpoint: Path, name: str) -> Dict[str, float]:
         """fairseq-eval-lm's loss (base 2) and perplexity of ``checkpoint`` on ``data``'s test split."""
-        out = run_fairseq("eval-lm", [
-            data, "--path", checkpoint, "--user-dir", USER_DIR, "--gen-subset", "test",
-            "--sample-break-mode", "eos", "--tokens-per-sample", self.size.oracle.max_len + 2,
-            "--max-tokens", 8000, "--required-batch-size-multiple", 1, *self.cpu_flag,
-        ], env=self.env, log_path=self.work / "eval" / f"{name}.log").stdout  # fmt: skip
+        out = run_fairseq(
+            "eval-lm",
+            [
+                data,
+                "--path",
+                checkpoint,
+                "--user-dir",
+                USER_DIR,
+                "--gen-subset",
+                "test",
+                "--sample-break-mode",
+                "eos",
+                "--tokens-per-sample",
+                self.size.oracle.max_len + 2,
+                "--max-tokens",
+                8000,
+                "--required-batch-size-multiple",
+                1,
+                *self.cpu_flag,
+            ],
+            env=self.env,
+            log_path=self.work / "eval" / f"{name}.log",
+        ).stdout
         m = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.e+]+)", out)
         return {"loss": float(m.group(1)), "ppl": float(m.group(2))}
 
@@ -182,10 +248,22 @@ class Experiment:
         (self.work / "eval").mkdir(exist_ok=True)
         samples = self.work / "samples" / f"{name}.txt"
         binarized = self.work / "bin-samples" / name
-        run_fairseq("preprocess", [
-            "--only-source", "--srcdict", self.work / "oracle" / "dict.txt",
-            "--testpref", samples, "--destdir", binarized, "--workers", 1,
-        ], env=self.env, log_path=self.work / "eval" / f"preprocess-{name}.log")  # fmt: skip
+        run_fairseq(
+            "preprocess",
+            [
+                "--only-source",
+                "--srcdict",
+                self.work / "oracle" / "dict.txt",
+                "--testpref",
+                samples,
+                "--destdir",
+                binarized,
+                "--workers",
+                1,
+            ],
+            env=self.env,
+            log_path=self.work / "eval" / f"preprocess-{name}.log",
+        )
         q = self.eval_lm(binarized, self.checkpoint("oracle"), f"oracle-on-{name}")
         t = self.eval_lm(self.work / "bin", self.checkpoint(name), f"{name}-on-test")
         hyps = samples.read_text().splitlines()

@@ -1,4 +1,5 @@
 """Build, save, load and sample fairseq language models in-process (the oracle and the trained models)."""
+
 import warnings
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -9,11 +10,25 @@ import torch
 def lstm_lm_args(embed_dim: int, hidden: int, tokens_per_sample: int, dropout: float) -> list:
     """fairseq-train flags of the 1-layer LSTM language model used throughout the experiment."""
     return [
-        "--task", "language_modeling", "--arch", "lstm_lm",
-        "--decoder-embed-dim", embed_dim, "--decoder-hidden-size", hidden,
-        "--decoder-out-embed-dim", hidden, "--decoder-layers", 1, "--dropout", dropout,
-        "--sample-break-mode", "eos", "--tokens-per-sample", tokens_per_sample,
-    ]  # fmt: skip
+        "--task",
+        "language_modeling",
+        "--arch",
+        "lstm_lm",
+        "--decoder-embed-dim",
+        embed_dim,
+        "--decoder-hidden-size",
+        hidden,
+        "--decoder-out-embed-dim",
+        hidden,
+        "--decoder-layers",
+        1,
+        "--dropout",
+        dropout,
+        "--sample-break-mode",
+        "eos",
+        "--tokens-per-sample",
+        tokens_per_sample,
+    ]
 
 
 def build_model(data_dir: Path, model_args: Sequence) -> Tuple[object, object, object]:
@@ -40,13 +55,17 @@ def save_checkpoint(cfg, model, path: Path) -> None:
         "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "model": model.state_dict(),
         "criterion": None,
-        "optimizer_history": [{
-            "criterion_name": "CrossEntropyCriterion", "optimizer_name": "none",
-            "lr_scheduler_state": {"best": None}, "num_updates": 0,
-        }],
+        "optimizer_history": [
+            {
+                "criterion_name": "CrossEntropyCriterion",
+                "optimizer_name": "none",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": 0,
+            }
+        ],
         "last_optimizer_state": None,
         "extra_state": {"train_iterator": None},
-    }  # fmt: skip
+    }
     checkpoint_utils.torch_persistent_save(state, str(path))
 
 

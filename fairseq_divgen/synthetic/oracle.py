@@ -14,6 +14,7 @@ long tail, and the eos bias sets the mean length. bos / pad / unk get a bias of
 -1e4 (probability 0 in fp32), so fairseq-eval-lm scores exactly the distribution
 that produced the data.
 """
+
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The experiment's table (markdown + JSON) and its quality-vs-diversity plot (PNG)."""
+
 import json
 from pathlib import Path
 from typing import Dict, Optional
@@ -28,8 +29,10 @@ def markdown(rows: Dict[str, Dict[str, float]]) -> str:
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
     for name, r in rows.items():
-        cells = [f"{r[key]:.2f}" if key != "distinct_2" and key != "seq_rep_4" else f"{r[key]:.3f}"
-                 for key, _ in COLUMNS]  # fmt: skip
+        cells = [
+            f"{r[key]:.2f}" if key != "distinct_2" and key != "seq_rep_4" else f"{r[key]:.3f}"
+            for key, _ in COLUMNS
+        ]
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -47,7 +50,9 @@ def plot(rows: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     for name, r in rows.items():
         ax.scatter(r["self_bleu4"], r["ppl_oracle"], s=40)
-        ax.annotate(name, (r["self_bleu4"], r["ppl_oracle"]), textcoords="offset points", xytext=(5, 4))
+        ax.annotate(
+            name, (r["self_bleu4"], r["ppl_oracle"]), textcoords="offset points", xytext=(5, 4)
+        )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
@@ -61,18 +66,22 @@ def plot(rows: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:
     return None
 
 
-def write_report(work: Path, rows: Dict[str, Dict[str, float]], oracle_stats: dict, header: str) -> str:
+def write_report(
+    work: Path, rows: Dict[str, Dict[str, float]], oracle_stats: dict, header: str
+) -> str:
     """Write results.md / results.json / results.png under ``work``; returns the markdown."""
-    text = "\n".join([
-        header,
-        "",
-        f"Oracle: 1-layer LSTM, V={oracle_stats['vocab']}, entropy "
-        f"{oracle_stats['entropy']:.2f} nats/token, mean sample length "
-        f"{oracle_stats['sample_mean_length']:.1f}.",
-        "",
-        markdown(rows),
-        "",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            header,
+            "",
+            f"Oracle: 1-layer LSTM, V={oracle_stats['vocab']}, entropy "
+            f"{oracle_stats['entropy']:.2f} nats/token, mean sample length "
+            f"{oracle_stats['sample_mean_length']:.1f}.",
+            "",
+            markdown(rows),
+            "",
+        ]
+    )
     (work / "results.md").write_text(text)
     (work / "results.json").write_text(json.dumps({"oracle": oracle_stats, "rows": rows}, indent=1))
     why_not = plot(rows, work / "results.png")

@@ -1,4 +1,5 @@
 """Sizes of the synthetic-oracle experiment and the flags of each trained method."""
+
 from dataclasses import dataclass, field, replace
 from typing import Dict, List
 
@@ -30,27 +31,58 @@ class Size:
 SIZES: Dict[str, Size] = {
     # seconds: the end-to-end check CI runs
     "tiny": Size(
-        oracle=OracleSpec(vocab=60, embed_dim=8, hidden=8, max_len=12, mean_length=6.0,
-                          target_entropy=2.5),
-        n_train=300, n_valid=50, n_test=50, embed_dim=16, hidden=16,
-        max_update=12, degenerative_max_update=8, max_tokens=500, lr=0.01,
-        warmup_updates=4, n_samples=40, bleu_max_hyps=40, self_bleu_max_hyps=40,
+        oracle=OracleSpec(
+            vocab=60, embed_dim=8, hidden=8, max_len=12, mean_length=6.0, target_entropy=2.5
+        ),
+        n_train=300,
+        n_valid=50,
+        n_test=50,
+        embed_dim=16,
+        hidden=16,
+        max_update=12,
+        degenerative_max_update=8,
+        max_tokens=500,
+        lr=0.01,
+        warmup_updates=4,
+        n_samples=40,
+        bleu_max_hyps=40,
+        self_bleu_max_hyps=40,
     ),
     # the default: minutes on a 2-core CPU
     "default": Size(
         oracle=OracleSpec(),
-        n_train=10000, n_valid=500, n_test=1000, embed_dim=32, hidden=64,
-        max_update=600, degenerative_max_update=300, max_tokens=4000, lr=0.01,
-        warmup_updates=50, n_samples=1000, bleu_max_hyps=500, self_bleu_max_hyps=300,
+        n_train=10000,
+        n_valid=500,
+        n_test=1000,
+        embed_dim=32,
+        hidden=64,
+        max_update=600,
+        degenerative_max_update=300,
+        max_tokens=4000,
+        lr=0.01,
+        warmup_updates=50,
+        n_samples=1000,
+        bleu_max_hyps=500,
+        self_bleu_max_hyps=300,
     ),
     # for a GPU machine (or patience): more data, a bigger model, a longer budget
     "large": Size(
         oracle=replace(OracleSpec(), vocab=5000, embed_dim=64, hidden=64),
-        n_train=100000, n_valid=2000, n_test=2000, embed_dim=64, hidden=256,
-        max_update=6000, degenerative_max_update=2000, max_tokens=8000, lr=0.003,
-        warmup_updates=200, n_samples=2000, bleu_max_hyps=1000, self_bleu_max_hyps=500,
+        n_train=100000,
+        n_valid=2000,
+        n_test=2000,
+        embed_dim=64,
+        hidden=256,
+        max_update=6000,
+        degenerative_max_update=2000,
+        max_tokens=8000,
+        lr=0.003,
+        warmup_updates=200,
+        n_samples=2000,
+        bleu_max_hyps=1000,
+        self_bleu_max_hyps=500,
     ),
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -82,21 +114,57 @@ class Methods:
         ls = ["--label-smoothing", self.label_smoothing]
         return {
             "mle": ["--criterion", "label_smoothed_cross_entropy", *ls],
-            "tailr": ["--criterion", "tailr", *ls,
-                      "--density-ratio-threshold", self.tailr_gamma,
-                      "--density-min-weight", self.tailr_min_weight],
-            "degenerative": ["--criterion", "truncated_ce",
-                             "--truncation-ratio", self.truncation_ratio],
-            "lfd": ["--task", "language_modeling_lfd", "--criterion", "lfd_poe", *ls,
-                    "--degenerative-scale", self.degenerative_scale,
-                    "--mle-weight", self.mle_weight],
-            "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", self.unlikelihood_alpha],
-            "loss_truncation": ["--criterion", "loss_truncation", *ls,
-                                "--dropc", self.loss_truncation_dropc,
-                                "--min-count", self.loss_truncation_min_count,
-                                "--recompute", self.loss_truncation_recompute],
+            "tailr": [
+                "--criterion",
+                "tailr",
+                *ls,
+                "--density-ratio-threshold",
+                self.tailr_gamma,
+                "--density-min-weight",
+                self.tailr_min_weight,
+            ],
+            "degenerative": [
+                "--criterion",
+                "truncated_ce",
+                "--truncation-ratio",
+                self.truncation_ratio,
+            ],
+            "lfd": [
+                "--task",
+                "language_modeling_lfd",
+                "--criterion",
+                "lfd_poe",
+                *ls,
+                "--degenerative-scale",
+                self.degenerative_scale,
+                "--mle-weight",
+                self.mle_weight,
+            ],
+            "unlikelihood": [
+                "--criterion",
+                "unlikelihood",
+                "--rank-alpha",
+                self.unlikelihood_alpha,
+            ],
+            "loss_truncation": [
+                "--criterion",
+                "loss_truncation",
+                *ls,
+                "--dropc",
+                self.loss_truncation_dropc,
+                "--min-count",
+                self.loss_truncation_min_count,
+                "--recompute",
+                self.loss_truncation_recompute,
+            ],
             "mixce": ["--criterion", "mixce", "--mixing-ratio", self.mixce_eta],
-            "error_norm_truncation": ["--criterion", "error_norm_truncation", *ls,
-                                      "--token-prune-threshold", self.ent_threshold,
-                                      "--start-prune-iteration", self.ent_start],
-        }  # fmt: skip
+            "error_norm_truncation": [
+                "--criterion",
+                "error_norm_truncation",
+                *ls,
+                "--token-prune-threshold",
+                self.ent_threshold,
+                "--start-prune-iteration",
+                self.ent_start,
+            ],
+        }

@@ -1,5 +1,6 @@
 """``divgen-demo --sweep``: TaiLr and LFD settings around the defaults, and the baselines
 (unlikelihood, loss truncation, MixCE, error norm truncation), on the same oracle and data."""
+
 import json
 from dataclasses import replace
 from typing import Dict
@@ -31,7 +32,9 @@ def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
     m = exp.methods
     out: Dict[str, Variant] = {}
     for gamma, mw in TAILR_GRID:
-        out[f"tailr-g{gamma:g}-mw{mw:g}"] = Variant("tailr", replace(m, tailr_gamma=gamma, tailr_min_weight=mw))
+        out[f"tailr-g{gamma:g}-mw{mw:g}"] = Variant(
+            "tailr", replace(m, tailr_gamma=gamma, tailr_min_weight=mw)
+        )
     for ratio in TRUNCATION_RATIOS:
         degen = f"degenerative-R{ratio:g}"
         out[degen] = Variant("degenerative", replace(m, truncation_ratio=ratio))
@@ -41,11 +44,17 @@ def sweep_variants(exp: Experiment) -> Dict[str, Variant]:
         extra = {**m.extra, "lfd": ["--eos-in-product"]} if eos_in_product else m.extra
         out[name] = Variant("lfd", replace(m, degenerative_scale=beta, mle_weight=lam, extra=extra))
     for alpha in UNLIKELIHOOD_GRID:
-        out[f"unlikelihood-a{alpha:g}"] = Variant("unlikelihood", replace(m, unlikelihood_alpha=alpha))
+        out[f"unlikelihood-a{alpha:g}"] = Variant(
+            "unlikelihood", replace(m, unlikelihood_alpha=alpha)
+        )
     window = min(m.loss_truncation_min_count, exp.size.n_train)
     for dropc in LOSS_TRUNCATION_GRID:
-        lt = replace(m, loss_truncation_dropc=dropc, loss_truncation_min_count=window,
-                     loss_truncation_recompute=min(m.loss_truncation_recompute, exp.size.n_train))
+        lt = replace(
+            m,
+            loss_truncation_dropc=dropc,
+            loss_truncation_min_count=window,
+            loss_truncation_recompute=min(m.loss_truncation_recompute, exp.size.n_train),
+        )
         out[f"loss_truncation-c{dropc:g}"] = Variant("loss_truncation", lt)
     for eta in MIXCE_GRID:
         out[f"mixce-e{eta:g}"] = Variant("mixce", replace(m, mixce_eta=eta))
@@ -63,14 +72,20 @@ def describe(name: str, v: Variant) -> str:
     if v.kind == "degenerative":
         return f"LFD stage 1, R={m.truncation_ratio:g}"
     if v.kind == "lfd":
-        ratio = m.truncation_ratio if v.degenerative == "degenerative" else v.degenerative.split("R")[-1]
+        ratio = (
+            m.truncation_ratio
+            if v.degenerative == "degenerative"
+            else v.degenerative.split("R")[-1]
+        )
         eos = ", EOS in product" if "--eos-in-product" in m.extra.get("lfd", []) else ""
         return f"LFD beta={m.degenerative_scale:g}, lambda={m.mle_weight:g}, R={ratio}{eos}"
     if v.kind == "unlikelihood":
         return f"Unlikelihood (unlikelihood) alpha={m.unlikelihood_alpha:g}"
     if v.kind == "loss_truncation":
-        return (f"Loss truncation (loss_truncation) dropc={m.loss_truncation_dropc:g}, "
-                f"min count={m.loss_truncation_min_count}, recompute={m.loss_truncation_recompute}")
+        return (
+            f"Loss truncation (loss_truncation) dropc={m.loss_truncation_dropc:g}, "
+            f"min count={m.loss_truncation_min_count}, recompute={m.loss_truncation_recompute}"
+        )
     if v.kind == "mixce":
         return f"MixCE (mixce) eta={m.mixce_eta:g}"
     if v.kind == "error_norm_truncation":

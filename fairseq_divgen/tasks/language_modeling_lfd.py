@@ -1,6 +1,7 @@
 """``--task language_modeling_lfd``: fairseq's ``language_modeling`` plus the LFD
 degenerative model. A checkpoint trained with it evaluates and samples with the
 plain ``language_modeling`` task."""
+
 from dataclasses import dataclass, field
 from typing import Optional
 

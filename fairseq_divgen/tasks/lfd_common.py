@@ -1,4 +1,5 @@
 """What both LFD tasks add to their fairseq parent: the degenerative model."""
+
 from ..degenerative import STATE_KEY, DegenerativeModel
 
 DEGENERATIVE_CHECKPOINT_HELP = (

@@ -2,6 +2,7 @@
 
 A checkpoint trained with it generates with the plain ``translation`` task.
 """
+
 from dataclasses import dataclass, field
 from typing import Optional
 
