@@ -279,7 +279,9 @@ def eos_diagnostics(
     import torch
     from fairseq import checkpoint_utils, tasks
 
-    import fairseq_divgen  # noqa: F401  (safe loading, registration)
+    import fairseq_divgen
+
+    fairseq_divgen.register()  # safe loading of fairseq checkpoints, the plugin's task
 
     state = checkpoint_utils.load_checkpoint_to_cpu(str(ckpt))
     cfg = state["cfg"]

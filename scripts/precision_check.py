@@ -65,7 +65,15 @@ CRITERIA = {
     ],
     "truncated_ce": ["--criterion", "truncated_ce", "--truncation-ratio", "0.5"],
     "lfd_poe": ["--criterion", "lfd_poe"],  # its defaults
+    "unlikelihood": ["--criterion", "unlikelihood", "--rank-alpha", "1.0"],
+    "mixce": ["--criterion", "mixce", "--mixing-ratio", "0.5"],
+    "loss_truncation": "--criterion loss_truncation --dropc 0.4 --min-count 500 --recompute 500"
+    " --label-smoothing 0.1".split(),
+    "error_norm_truncation": "--criterion error_norm_truncation --token-prune-threshold 1.3"
+    " --label-smoothing 0.1".split(),
 }
+FUSED = "+fused"  # a criterion name with this suffix runs with --fused-output
+WORKER = Path(__file__).resolve().parent / "fairseq_worker.py"
 CPU_FP16_TRAIN = Path(__file__).resolve().parent / "cpu_fp16_train.py"
 GPU_ONLY = {"amp"}  # CUDA autocast and GradScaler
 FULL = {
@@ -134,6 +142,17 @@ TINY = {
     ],
     "batch": ["--max-tokens", "500", "--num-workers", "0"],
     "warmup": 2,
+}
+GPU_CHECK = {  # scripts/gpu_check.py: every criterion fused and unfused in minutes on one GPU
+    "vocab": 8000,
+    "sizes": (20000, 300, 300),
+    "updates": 150,
+    "log_interval": 10,
+    "arch": "--arch transformer --share-all-embeddings --encoder-layers 2 --decoder-layers 2"
+    " --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024"
+    " --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4".split(),
+    "batch": ["--max-tokens", "4096"],
+    "warmup": 50,
 }
 OVERFLOW_FP16 = "NOTE: gradient overflow detected"
 OVERFLOW_AMP = "AMP: overflow detected"
@@ -210,11 +229,21 @@ def markdown(rows) -> str:
         "final_loss_scale",
         "overflows",
         "amp_skipped_batches",
+        "valid_nll_vs_fp32",
     ]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def with_fp32_differences(rows):
+    """Each row's final validation NLL minus the fp32 run's of the same criterion (if any)."""
+    fp32 = {r["criterion"]: r.get("final_valid_nll_loss") for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        ref, mine = fp32.get(r["criterion"]), r.get("final_valid_nll_loss")
+        r["valid_nll_vs_fp32"] = None if ref is None or mine is None else mine - ref
+    return rows
 
 
 def environment() -> dict:
@@ -260,15 +289,13 @@ def prepare_data(work: Path, setting) -> Path:
     return data
 
 
-def train(data, save, criterion, precision, setting, cpu, updates):
-    """One fairseq-train run; returns its summary row."""
+def train_args(data, save, name, precision, setting, cpu, updates):
+    """fairseq-train's arguments for criterion ``name`` (``+fused``: with --fused-output)
+    in ``precision``; None where the precision needs a GPU."""
     if cpu and precision in GPU_ONLY:
-        return {
-            "criterion": criterion,
-            "precision": precision,
-            "status": "GPU only (CUDA autocast)",
-        }
-    flags = list(CRITERIA[criterion])
+        return None
+    criterion = name[: -len(FUSED)] if name.endswith(FUSED) else name
+    flags = list(CRITERIA[criterion]) + (["--fused-output"] if name.endswith(FUSED) else [])
     task = "translation"
     if criterion == "lfd_poe":
         task = "translation_lfd"
@@ -281,7 +308,11 @@ def train(data, save, criterion, precision, setting, cpu, updates):
     precision_flags = list(PRECISIONS[precision])
     if cpu and precision == "fp16":
         precision_flags.append("--fp16-no-flatten-grads")  # the flattened copy needs CUDA
-    args = [
+    common = (
+        "--dropout 0.1 --optimizer adam --adam-betas (0.9,0.98) --lr 7e-4 --lr-scheduler "
+        "inverse_sqrt --seed 1 --no-epoch-checkpoints --log-format json --no-progress-bar"
+    ).split()
+    return [
         data,
         "--task",
         task,
@@ -291,44 +322,42 @@ def train(data, save, criterion, precision, setting, cpu, updates):
         *flags,
         *precision_flags,
         *setting["batch"],
-        "--dropout",
-        "0.1",
-        "--optimizer",
-        "adam",
-        "--adam-betas",
-        "(0.9, 0.98)",
-        "--lr",
-        "7e-4",
-        "--lr-scheduler",
-        "inverse_sqrt",
+        *common,
         "--warmup-updates",
-        str(setting["warmup"]),
+        setting["warmup"],
         "--max-update",
-        str(updates),
-        "--seed",
-        "1",
+        updates,
         "--save-dir",
         save,
-        "--no-epoch-checkpoints",
-        "--log-format",
-        "json",
-        "--no-progress-bar",
         "--log-interval",
-        str(setting["log_interval"]),
-    ] + (["--cpu"] if cpu else [])
-    log = save.parent / f"{save.name}.log"
-    if cpu and precision_flags:
-        # fairseq-train in a process whose overflow branch works without CUDA
-        cmd = [sys.executable, str(CPU_FP16_TRAIN), *[str(a) for a in args]]
-        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        log.write_text(result.stdout)
-    else:
-        result = run_fairseq("train", args, log_path=log, check=False, echo=False)
-    return {
-        "criterion": criterion,
-        "precision": precision,
-        **summarize(result.stdout, result.returncode),
-    }
+        setting["log_interval"],
+        *(["--cpu"] if cpu else []),
+    ]
+
+
+def run_all(work: Path, runs) -> dict:
+    """Run ``(name, precision, argv, log)`` runs in order, in one process
+    (scripts/fairseq_worker.py: fairseq's imports once, and on the CPU fairseq's fp16
+    overflow branch made to work); returns each log's summary row."""
+    todo = [{"argv": [str(a) for a in argv], "log": str(log)} for _, _, argv, log in runs if argv]
+    (work / "runs.json").write_text(json.dumps(todo))
+    with open(work / "worker.out", "w") as out:
+        subprocess.run(
+            [sys.executable, str(WORKER), str(work / "runs.json")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    rows = []
+    for name, precision, argv, log in runs:
+        if argv is None:
+            rows.append(
+                {"criterion": name, "precision": precision, "status": "GPU only (CUDA autocast)"}
+            )
+            continue
+        text = Path(log).read_text() if Path(log).exists() else ""
+        rc = 0 if "WORKER: ok" in text else 1
+        rows.append({"criterion": name, "precision": precision, **summarize(text, rc)})
+    return rows
 
 
 def main(argv=None) -> int:
@@ -353,10 +382,22 @@ def main(argv=None) -> int:
         help=f"comma-separated, from {', '.join(PRECISIONS)} (default: fp16, "
         "memory_efficient_fp16, amp; fp32 with --dry-run)",
     )
-    p.add_argument("--criteria", default=",".join(CRITERIA), help="comma-separated criterion names")
+    p.add_argument(
+        "--criteria",
+        default="label_smoothed_cross_entropy,tailr,truncated_ce,lfd_poe",
+        help=f"comma-separated criterion names, each optionally with {FUSED} (--fused-output); "
+        "'all': every criterion, fused and unfused",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["full", "cpu", "gpu-check", "tiny"],
+        default=None,
+        help="corpus and model size (default: full on a GPU, cpu on the CPU, tiny with --dry-run)",
+    )
     args = p.parse_args(argv)
     cpu = args.dry_run or args.device == "cpu"
-    setting = TINY if args.dry_run else (CPU if cpu else FULL)
+    presets = {"full": FULL, "cpu": CPU, "gpu-check": GPU_CHECK, "tiny": TINY}
+    setting = presets[args.preset or ("tiny" if args.dry_run else ("cpu" if cpu else "full"))]
     default = (
         "fp32"
         if args.dry_run
@@ -364,12 +405,19 @@ def main(argv=None) -> int:
     )
     precisions = (args.precisions or default).split(",")
     criteria = args.criteria.split(",")
+    if criteria == ["all"]:
+        criteria = ["label_smoothed_cross_entropy"] + [
+            c + suffix
+            for c in CRITERIA
+            if c != "label_smoothed_cross_entropy"
+            for suffix in ("", FUSED)
+        ]
     unknown = [x for x in precisions if x not in PRECISIONS] + [
-        c for c in criteria if c not in CRITERIA
+        c for c in criteria if c.replace(FUSED, "") not in CRITERIA
     ]
     if unknown:
         p.error(f"unknown precision or criterion: {', '.join(unknown)}")
-    if args.dry_run and precisions != ["fp32"]:
+    if args.dry_run and precisions != ["fp32"] and args.preset is None:
         p.error(
             "--dry-run runs on the CPU, where fairseq trains in fp32 only: leave out --precisions"
         )
@@ -379,22 +427,21 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(work, setting)
     updates = args.updates or setting["updates"]
-    rows = []
-    for precision in precisions:
-        for criterion in criteria:
-            print(f"== {criterion} {precision}", flush=True)
-            rows.append(
-                train(
-                    data,
-                    work / f"{criterion}-{precision}",
-                    criterion,
-                    precision,
-                    setting,
-                    cpu,
-                    updates,
-                )
-            )
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    runs = [
+        (
+            name,
+            precision,
+            train_args(data, work / f"{name}-{precision}", name, precision, setting, cpu, updates),
+            work / f"{name}-{precision}.log",
+        )
+        for precision in precisions
+        for name in criteria
+    ]
+    print(
+        f"== {sum(r[2] is not None for r in runs)} runs in one process (logs in {work})", flush=True
+    )
+    rows = run_all(work, runs)
+    rows = with_fp32_differences(rows)
     table = markdown(rows)
     print(table)
     (work / "results.md").write_text(table + "\n")

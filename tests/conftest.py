@@ -3,10 +3,11 @@ a stage-1 LFD model) and the test tiers (markers declared in pytest.ini).
 
 Tiers: a test that uses the binarized data, or whose module declares
 ``pytestmark = pytest.mark.integration``, is ``integration``; every other test is
-``unit``, the fast tier, and fails if it starts a fairseq tool. ``gpu`` tests are
-skipped without CUDA.
+``unit``, the fast tier, and fails if it starts a fairseq tool. ``gpu`` tests run on
+``DIVGEN_TEST_DEVICE`` (default ``cuda``, skipped without CUDA).
 """
 
+import os
 import subprocess
 
 import pytest
@@ -17,6 +18,11 @@ FAIRSEQ_DATA = {"translation_data", "lm_data"}  # fixtures that run fairseq-prep
 TIERS = ("unit", "integration", "gpu")
 
 
+def _gpu_tests_can_run() -> bool:
+    """The gpu tier runs on DIVGEN_TEST_DEVICE (default cuda): skipped without CUDA then."""
+    return os.environ.get("DIVGEN_TEST_DEVICE", "cuda") != "cuda" or torch.cuda.is_available()
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("integration") is None and FAIRSEQ_DATA & set(item.fixturenames):
@@ -25,8 +31,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
-        if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
-            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+        if item.get_closest_marker("gpu") is not None and not _gpu_tests_can_run():
+            item.add_marker(
+                pytest.mark.skip(reason="needs CUDA (DIVGEN_TEST_DEVICE=cpu runs them on the CPU)")
+            )
 
 
 @pytest.fixture(autouse=True)

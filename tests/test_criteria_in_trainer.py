@@ -127,7 +127,6 @@ def degenerative(translation_data, tmp_path_factory):
 def test_lfd_poe(translation_data, degenerative, tmp_path, eos_in_product):
     """By default EOS is the main model's own and the rest a product; --eos-in-product
     puts EOS into the product too (the paper's objective)."""
-    main_eos = not eos_in_product
     beta, lam, eps = 0.7, 0.5, 0.1
     trainer, task, sample = _setup(
         translation_data,
@@ -157,7 +156,7 @@ def test_lfd_poe(translation_data, degenerative, tmp_path, eos_in_product):
     q = torch.softmax(z, -1)
     unnorm = q * torch.softmax(zd, -1) ** beta
     eos = task.target_dictionary.eos()
-    if main_eos:
+    if not eos_in_product:
         unnorm[:, eos] = 0.0
         p = (1 - q[:, eos : eos + 1]) * unnorm / unnorm.sum(-1, keepdim=True)
         p[:, eos] = q[:, eos]

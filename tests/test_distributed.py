@@ -1,6 +1,6 @@
 """Distributed training and resume leave the criterions' training unchanged.
 
-On the CPU with gloo (``fairseq_worker.py``: every run of this module in one process for
+On the CPU with gloo (``scripts/fairseq_worker.py``: every run of this module in one process for
 one worker and one pair of processes for two):
 
 - with ``--ddp-backend legacy_ddp``, for tailr, truncated_ce, lfd_poe (with

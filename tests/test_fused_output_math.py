@@ -465,10 +465,10 @@ def test_truncated_ce_gradient_pass_runs_over_the_kept_rows_only(monkeypatch):
     assert projected == [B * T, kept] and kept == math.ceil(0.3 * int(real.sum()))
 
 
-def _poe_reference(z, zd, t, real, beta, lam, eps, main_eos):
+def _poe_reference(z, zd, t, real, beta, lam, eps, eos_in_product):
     q = torch.softmax(z, -1)
     unnorm = q * torch.softmax(zd, -1) ** beta
-    if main_eos:
+    if not eos_in_product:
         unnorm = unnorm.clone()
         unnorm[:, EOS] = 0.0
         p = (1 - q[:, EOS : EOS + 1]) * unnorm / unnorm.sum(-1, keepdim=True)
@@ -486,12 +486,12 @@ def _poe_reference(z, zd, t, real, beta, lam, eps, main_eos):
 
 @pytest.mark.parametrize("kw", CASES, ids=IDS)
 @pytest.mark.parametrize(
-    "beta,lam,eps,main_eos",
-    [(0.7, 0.5, 0.1, False), (1.0, 0.0, 0.0, True), (0.5, 1.0, 0.1, True), (0.0, 1.0, 0.1, False)],
+    "beta,lam,eps,eos_in_product",
+    [(0.7, 0.5, 0.1, True), (1.0, 0.0, 0.0, False), (0.5, 1.0, 0.1, False), (0.0, 1.0, 0.1, True)],
 )
 @pytest.mark.parametrize("degen", ["projection", "logits"])
 @pytest.mark.parametrize("block_rows", [None, 3], ids=["chunks", "chunks in blocks"])
-def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
+def test_lfd_poe(kw, beta, lam, eps, eos_in_product, degen, block_rows, monkeypatch):
     if block_rows is not None:  # the CPU's elementwise blocks: 4-row chunks as 3 + 1 rows
         monkeypatch.setattr(chunking, "CPU_BLOCK_ELEMENTS", block_rows * V)
     case = Case(12, **kw)
@@ -505,14 +505,14 @@ def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
 
     def ours(h, w, b):
         out = lfd_loss(
-            Projection(h, w, b), source, t, beta, lam, eps, PAD, EOS, not main_eos, rows=ROWS
+            Projection(h, w, b), source, t, beta, lam, eps, PAD, EOS, eos_in_product, rows=ROWS
         )
         assert "degen_nll" not in out  # a training step: no diagnostic
         return out["loss"], out
 
     case.compare(
         ours,
-        lambda z: _poe_reference(z, zd, t, real, beta, lam, eps, main_eos),
+        lambda z: _poe_reference(z, zd, t, real, beta, lam, eps, eos_in_product),
         ["poe_nll", "main_nll", "main_eos_nll"],
     )
     assert hd.grad is None and wd.grad is None  # nothing reaches the degenerative model
@@ -526,7 +526,7 @@ def test_lfd_poe(kw, beta, lam, eps, main_eos, degen, block_rows, monkeypatch):
             eps,
             PAD,
             EOS,
-            not main_eos,
+            eos_in_product,
             rows=ROWS,
         )
     ref = (zd.logsumexp(-1) - zd.gather(-1, t[:, None]).squeeze(-1))[real].sum()

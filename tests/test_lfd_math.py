@@ -22,11 +22,11 @@ from fairseq_divgen.losses import chunking, lfd_loss
 pytestmark = pytest.mark.usefixtures("memory_fill")
 
 
-def _lfd(z, degen, target, beta, lam, eps, pad, eos=None, main_eos=False, rows=None):
-    """``lfd_loss`` with EOS outside the product iff ``main_eos``, sums as attributes
+def _lfd(z, degen, target, beta, lam, eps, pad, eos=None, eos_in_product=True, rows=None):
+    """``lfd_loss`` (the paper's product unless ``eos_in_product`` is False), sums as attributes
     (``degen_nll`` None when not computed)."""
     out = lfd_loss(
-        z, degen, target, beta, lam, eps, pad, eos, eos_in_product=not main_eos, rows=rows
+        z, degen, target, beta, lam, eps, pad, eos, eos_in_product=eos_in_product, rows=rows
     )
     return SimpleNamespace(**{"degen_nll": None, **out})
 
@@ -80,7 +80,7 @@ def _reference(z_main, degen_lp, target, beta, lam):
     return loss, poe_sum, main_sum, grad
 
 
-def _main_eos_distribution(z_main, degen_lp, beta):
+def _eos_outside_distribution(z_main, degen_lp, beta):
     """The product over the non-EOS symbols, EOS from the main model alone (float64)."""
     q_main = _softmax(z_main)
     unnorm = q_main * torch.exp(degen_lp) ** beta
@@ -130,7 +130,7 @@ def test_logged_nlls_match_reference():
 def test_beta_zero_lambda_zero_is_cross_entropy():
     z_main, degen_lp, target = _batch(seed=7)
     z32 = z_main.float()
-    out = _lfd(z32, degen_lp.float(), target, 0.0, 0.0, 0.0, PAD, EOS, main_eos=False)
+    out = _lfd(z32, degen_lp.float(), target, 0.0, 0.0, 0.0, PAD, EOS, eos_in_product=True)
     ce = F.cross_entropy(z32, target, ignore_index=PAD, reduction="sum")
     assert out.loss.item() == pytest.approx(ce.item(), rel=1e-6)
     assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)
@@ -138,8 +138,8 @@ def test_beta_zero_lambda_zero_is_cross_entropy():
 
 def test_beta_zero_needs_no_degenerative_model():
     z_main, _, target = _batch(seed=7)
-    for main_eos in (False, True):
-        out = _lfd(z_main, None, target, 0.0, 0.5, 0.0, PAD, EOS, main_eos=main_eos)
+    for eos_in_product in (True, False):
+        out = _lfd(z_main, None, target, 0.0, 0.5, 0.0, PAD, EOS, eos_in_product=eos_in_product)
         ce = F.cross_entropy(z_main, target, ignore_index=PAD, reduction="sum")
         assert out.loss.item() == pytest.approx(1.5 * ce.item(), rel=1e-6)
         assert out.degen_nll is None
@@ -162,7 +162,7 @@ def test_label_smoothing_follows_fairseq_convention_on_the_poe_distribution():
 @pytest.mark.parametrize("beta,lam,eps", [(1.0, 0.0, 0.0), (1.0, 1.0, 0.1), (2.0, 0.5, 0.0)])
 def test_eos_outside_the_product_matches_reference(beta, lam, eps, split):
     z_main, degen_lp, target = _batch(seed=11 + int(10 * beta))
-    p = _main_eos_distribution(z_main, degen_lp, beta)
+    p = _eos_outside_distribution(z_main, degen_lp, beta)
     assert torch.allclose(p.sum(-1), torch.ones(len(p), dtype=p.dtype))
     keep = target != PAD
     lp = torch.log(p[keep])
@@ -174,7 +174,7 @@ def test_eos_outside_the_product_matches_reference(beta, lam, eps, split):
     ref_loss = ref_loss + lam * main_nll
     z_ref = z_main.clone().requires_grad_(True)
     # gradient of the reference: autograd through the explicit float64 formula
-    p_ref = _main_eos_distribution(z_ref, degen_lp, beta)[keep]
+    p_ref = _eos_outside_distribution(z_ref, degen_lp, beta)[keep]
     lp_ref = torch.log(p_ref)
     r = -lp_ref.gather(-1, target[keep, None]).sum()
     if eps:
@@ -183,7 +183,7 @@ def test_eos_outside_the_product_matches_reference(beta, lam, eps, split):
     r.backward()
 
     z = z_main.clone().requires_grad_(True)
-    out = _lfd(z, degen_lp, target, beta, lam, eps, PAD, EOS, main_eos=True)
+    out = _lfd(z, degen_lp, target, beta, lam, eps, PAD, EOS, eos_in_product=False)
     out.loss.backward()
     assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
     assert out.poe_nll.item() == pytest.approx(nll.item(), rel=1e-5)
@@ -196,7 +196,7 @@ def test_eos_outside_the_product_gives_eos_the_main_models_gradient():
     degen_lp = degen_lp.clone()
     degen_lp[:, EOS] = 0.0  # a degenerative model certain of EOS everywhere
     z = z_main.clone().requires_grad_(True)
-    _lfd(z, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS, main_eos=True).loss.backward()
+    _lfd(z, degen_lp, target, 1.0, 0.0, 0.0, PAD, EOS, eos_in_product=False).loss.backward()
     keep = target != PAD
     expected = _softmax(z_main)[:, EOS] - (target == EOS).double()
     assert torch.allclose(z.grad[keep, EOS], expected[keep], atol=1e-6)
@@ -211,16 +211,18 @@ def test_eos_outside_the_product_is_stable_when_the_main_model_is_sure_of_eos():
     z_main = z_main.float()
     z_main[:, EOS] = 60.0  # q_main(eos) == 1 in fp32
     z = z_main.clone().requires_grad_(True)
-    out = _lfd(z, degen_lp.float(), target, 1.0, 1.0, 0.1, PAD, EOS, main_eos=True)
+    out = _lfd(z, degen_lp.float(), target, 1.0, 1.0, 0.1, PAD, EOS, eos_in_product=False)
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
 
 
 def test_fp16_logits_give_finite_loss():
     z_main, degen_lp, target = _batch(seed=9)
-    for main_eos in (False, True):
+    for eos_in_product in (True, False):
         z = (z_main * 20).half().requires_grad_(True)
-        out = _lfd(z, degen_lp.half(), target, 1.0, 0.5, 0.1, PAD, EOS, main_eos=main_eos)
+        out = _lfd(
+            z, degen_lp.half(), target, 1.0, 0.5, 0.1, PAD, EOS, eos_in_product=eos_in_product
+        )
         out.loss.backward()
         assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
 
@@ -239,9 +241,9 @@ def _saved_vocab_sized(fn):
     return len(storages)
 
 
-@pytest.mark.parametrize("main_eos", [False, True])
+@pytest.mark.parametrize("eos_in_product", [True, False])
 @pytest.mark.parametrize("lam", [0.0, 1.0])
-def test_backward_keeps_one_vocabulary_sized_tensor(lam, main_eos):
+def test_backward_keeps_one_vocabulary_sized_tensor(lam, eos_in_product):
     # No log-softmax of either model and no product distribution for backward: the
     # gradient w.r.t. the main logits alone, whatever lambda (with lambda 0 nothing
     # of the main model's own NLL is kept either).
@@ -249,9 +251,9 @@ def test_backward_keeps_one_vocabulary_sized_tensor(lam, main_eos):
     z = z_main.float().requires_grad_(True)
     d = degen_lp.float()
     kept = _saved_vocab_sized(
-        lambda: _lfd(z, d, target, 1.0, lam, 0.1, PAD, EOS, main_eos=main_eos)
+        lambda: _lfd(z, d, target, 1.0, lam, 0.1, PAD, EOS, eos_in_product=eos_in_product)
     )
     assert kept == 1
-    out = _lfd(z, d, target, 1.0, lam, 0.0, PAD, EOS, main_eos=main_eos)
+    out = _lfd(z, d, target, 1.0, lam, 0.0, PAD, EOS, eos_in_product=eos_in_product)
     ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")
     assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)  # still logged exactly

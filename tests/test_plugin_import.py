@@ -25,12 +25,16 @@ print("registered")
 """
 
 
-def test_import_then_user_dir_does_not_register_twice():
+def test_import_then_user_dir_then_register_registers_once():
+    # fairseq_divgen imported before fairseq: fairseq's --user-dir loader then skips the
+    # package it already finds imported; register() (documented) registers, once.
     out = _python(
-        "import argparse, fairseq_divgen\n"
+        "import argparse, sys, fairseq_divgen\n"
+        "assert 'fairseq' not in sys.modules\n"
         "from fairseq import utils\n"
         f"utils.import_user_module(argparse.Namespace(user_dir={str(ROOT / 'fairseq_divgen')!r}))\n"
-        + CHECK_REGISTERED
+        "fairseq_divgen.register()\n"
+        "fairseq_divgen.register()\n" + CHECK_REGISTERED
     )
     assert "registered" in out
 
@@ -69,16 +73,28 @@ def test_import_does_not_reconfigure_logging():
     assert "unchanged" in out
 
 
-def test_import_before_fairseq_registers_when_fairseq_is_imported():
-    # import fairseq_divgen first, fairseq afterwards (no --user-dir): still registered,
-    # and torch's safe loader knows fairseq's checkpoint types.
+def test_import_after_fairseq_registers_and_allowlists():
     out = _python(
-        "import sys, fairseq_divgen\n"
-        "assert 'fairseq' not in sys.modules and 'torch' not in sys.modules\n"
-        "import fairseq, argparse, torch\n"
+        "import fairseq, argparse, torch, fairseq_divgen\n"
         "assert argparse.Namespace in torch.serialization.get_safe_globals()\n" + CHECK_REGISTERED
     )
     assert "registered" in out
+
+
+def test_importing_the_criterions_registers_everything():
+    out = _python(
+        "import argparse, torch, fairseq_divgen.criterions\n"
+        "assert argparse.Namespace in torch.serialization.get_safe_globals()\n" + CHECK_REGISTERED
+    )
+    assert "registered" in out
+
+
+def test_importing_the_package_first_imports_nothing_heavy():
+    out = _python(
+        "import sys, fairseq_divgen\n"
+        "print('heavy:', [m for m in ('torch', 'fairseq') if m in sys.modules])\n"
+    )
+    assert "heavy: []" in out
 
 
 def test_user_dir_alone_registers_everything():

@@ -1,5 +1,5 @@
 """fairseq-train on the CPU as one worker or as two gloo workers, many runs per process
-(``fairseq_worker.py``), and the comparisons the distributed tests make."""
+(``scripts/fairseq_worker.py``), and the comparisons the distributed tests make."""
 
 import json
 import math
@@ -22,7 +22,7 @@ PER_VALID_STEP = {"wpb", "bsz"}
 # One intra-op thread per process, as torchrun sets for several processes on one
 # machine, and for the single worker too, so both setups run the same kernels.
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-WORKER = Path(__file__).resolve().parent / "fairseq_worker.py"
+WORKER = Path(__file__).resolve().parent.parent / "scripts" / "fairseq_worker.py"
 OK, FAILED = "WORKER: ok", "WORKER: failed"
 
 

@@ -73,6 +73,9 @@ def load_model(path: Path, device: str = "cpu"):
     """(model in eval mode on ``device``, dictionary) from a fairseq language-model checkpoint."""
     from fairseq import checkpoint_utils
 
+    from .. import register
+
+    register()  # allowlists fairseq's checkpoint types for torch's safe loader
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
     model = models[0].eval().to(device)
     return model, task.target_dictionary

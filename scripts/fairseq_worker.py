@@ -1,8 +1,9 @@
 """Runs fairseq-train command lines one after another in one process: a single worker,
-or one rank of a two-process CPU gloo group. Used by the distributed tests, so that
-dozens of tiny runs pay fairseq's imports once per process instead of once per run.
+or one rank of a two-process CPU gloo group. Development tooling (the distributed
+tests, scripts/precision_check.py): dozens of small runs pay fairseq's imports once per
+process instead of once per run.
 
-    python tests/fairseq_worker.py RUNS.json [RANK WORLD PORT]
+    python scripts/fairseq_worker.py RUNS.json [RANK WORLD PORT]
 
 RUNS.json is a list of ``{"argv": [...], "log": path}``. Each run's log (what
 fairseq-train logs; rank 0 only) goes to its file, ending in ``WORKER: ok`` or
@@ -17,7 +18,9 @@ This works around fairseq in the tests only; the plugin changes nothing:
   across calls: it is cleared before each run;
 - fairseq never destroys its process group; with gloo on the CPU a rank that reaches
   interpreter shutdown with the group alive can abort there although its training
-  finished (pytorch/pytorch#179291): it is destroyed at the end.
+  finished (pytorch/pytorch#179291): it is destroyed at the end;
+- without CUDA, fairseq's fp16 overflow branch calls ``.cuda()`` (see
+  scripts/cpu_fp16_train.py): ``Tensor.cuda`` returns the tensor itself in this process.
 """
 
 import json
@@ -26,6 +29,7 @@ import sys
 import traceback
 
 import fairseq.models.distributed_fairseq_model as distributed_fairseq_model
+import torch
 import torch.distributed as dist
 from fairseq import checkpoint_utils, options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -79,10 +83,17 @@ def run(argv, log_path) -> bool:
         handler.close()
 
 
+def _stay_on_cpu(self, *args, **kwargs):
+    """``Tensor.cuda`` without CUDA: the tensor itself (the CPU is the only device)."""
+    return self
+
+
 def main(argv) -> int:
     runs = json.loads(open(argv[0]).read())
     extra = gloo_flags(*map(int, argv[1:4])) if len(argv) > 1 else []
     distributed_fairseq_model.DistributedDataParallel = CpuDistributedDataParallel
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = _stay_on_cpu
     for spec in runs:
         run([*spec["argv"], *extra], spec["log"])
     if dist.is_available() and dist.is_initialized():
