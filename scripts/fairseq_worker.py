@@ -5,9 +5,10 @@ process instead of once per run.
 
     python scripts/fairseq_worker.py RUNS.json [RANK WORLD PORT]
 
-RUNS.json is a list of ``{"argv": [...], "log": path}``. Each run's log (what
-fairseq-train logs; rank 0 only) goes to its file, ending in ``WORKER: ok`` or
-``WORKER: failed`` and the traceback; a failed run does not stop the next one.
+RUNS.json is a list of ``{"argv": [...], "log": path}``, each optionally with ``"tool"``:
+``train`` (the default), ``generate`` or ``eval-lm``. Each run's log (what the tool logs
+and prints; rank 0 only) goes to its file, ending in ``WORKER: ok`` or ``WORKER: failed``
+and the traceback; a failed run does not stop the next one.
 
 This works around fairseq in the tests only; the plugin changes nothing:
 - fairseq passes CUDA device ids to torch's DistributedDataParallel
@@ -23,6 +24,7 @@ This works around fairseq in the tests only; the plugin changes nothing:
   scripts/cpu_fp16_train.py): ``Tensor.cuda`` returns the tensor itself in this process.
 """
 
+import contextlib
 import json
 import logging
 import sys
@@ -34,7 +36,7 @@ import torch.distributed as dist
 from fairseq import checkpoint_utils, options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as distributed_utils
-from fairseq_cli import train
+from fairseq_cli import eval_lm, generate, train
 from torch.nn.parallel import DistributedDataParallel
 
 FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
@@ -62,25 +64,38 @@ def gloo_flags(rank: int, world: int, port: int) -> list:
     ]
 
 
-def run(argv, log_path) -> bool:
-    """fairseq-train ``argv`` (as its console script runs it), logged to ``log_path``."""
-    handler = logging.FileHandler(log_path, mode="w")
-    handler.setFormatter(logging.Formatter(FORMAT))
+TOOLS = {  # tool -> (its parser, its main)
+    "train": (options.get_training_parser, train.main),
+    "generate": (options.get_generation_parser, generate.main),
+    "eval-lm": (options.get_eval_lm_parser, eval_lm.main),
+}
+
+
+def run(argv, log_path, tool="train") -> bool:
+    """fairseq-``tool`` ``argv`` (as its console script runs it), its logging and printed
+    output to ``log_path``."""
+    make_parser, tool_main = TOOLS[tool]
     root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        if hasattr(checkpoint_utils.save_checkpoint, "best"):
-            del checkpoint_utils.save_checkpoint.best
-        args = options.parse_args_and_arch(options.get_training_parser(), argv)
-        distributed_utils.call_main(convert_namespace_to_omegaconf(args), train.main)
-        root.info("WORKER: ok")
-        return True
-    except BaseException:  # noqa: B036 (SystemExit from argparse too)
-        root.error("WORKER: failed\n%s", traceback.format_exc())
-        return False
-    finally:
-        root.removeHandler(handler)
-        handler.close()
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+        try:
+            if hasattr(checkpoint_utils.save_checkpoint, "best"):
+                del checkpoint_utils.save_checkpoint.best
+            args = options.parse_args_and_arch(make_parser(), argv)
+            cfg = convert_namespace_to_omegaconf(args)
+            if tool == "train":
+                distributed_utils.call_main(cfg, tool_main)
+            else:
+                tool_main(cfg)
+            root.info("WORKER: ok")
+            return True
+        except BaseException:  # noqa: B036 (SystemExit from argparse too)
+            root.error("WORKER: failed\n%s", traceback.format_exc())
+            return False
+        finally:
+            root.removeHandler(handler)
 
 
 def _stay_on_cpu(self, *args, **kwargs):
@@ -95,7 +110,8 @@ def main(argv) -> int:
     if not torch.cuda.is_available():
         torch.Tensor.cuda = _stay_on_cpu
     for spec in runs:
-        run([*spec["argv"], *extra], spec["log"])
+        tool = spec.get("tool", "train")
+        run([*spec["argv"], *(extra if tool == "train" else [])], spec["log"], tool)
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -11,8 +11,14 @@ import os
 import subprocess
 
 import pytest
-import tiny
 import torch
+
+import fairseq_divgen
+import tiny
+
+# fairseq in this process (tests that build tasks, criterions and trainers) needs the
+# plugin registered; conftest imports the package before fairseq (tiny.py)
+fairseq_divgen.register()
 
 FAIRSEQ_DATA = {"translation_data", "lm_data"}  # fixtures that run fairseq-preprocess
 TIERS = ("unit", "integration", "gpu")

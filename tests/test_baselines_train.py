@@ -6,10 +6,10 @@ import re
 
 import fairseq  # noqa: F401  (the plugin registers, and allowlists checkpoints for torch.load)
 import pytest
+
 import tiny
 import workers
-
-from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
+from fairseq_divgen.fairseq_commands import USER_DIR
 
 LS = ["--label-smoothing", "0.1"]
 # Each criterion at the setting where it is plain MLE, and the fairseq criterion it equals.
@@ -69,39 +69,96 @@ ACTIVE = {
 UPDATES = 10
 
 
-def _train(data, save_dir, extra, max_update=UPDATES, task="translation", arch=None):
-    arch = tiny.TINY_TRANSFORMER if arch is None else arch
-    args = [data, "--task", task, *arch, *tiny.common_train_args(save_dir, max_update), *extra]
-    return run_fairseq("train", args, env=workers.ENV).stdout
-
-
+GENERATE = [
+    "--task",
+    "translation",
+    "--user-dir",
+    USER_DIR,
+    "--cpu",
+    "--batch-size",
+    "16",
+    "--gen-subset",
+    "test",
+    "--beam",
+    "4",
+    "--required-batch-size-multiple",
+    "1",
+]
+EVAL_LM = [
+    "--task",
+    "language_modeling",
+    "--user-dir",
+    USER_DIR,
+    "--cpu",
+    "--gen-subset",
+    "test",
+    "--tokens-per-sample",
+    "32",
+    "--sample-break-mode",
+    "eos",
+    "--batch-size",
+    "8",
+    "--required-batch-size-multiple",
+    "1",
+]
 # SGD: the same gradients give the same parameters up to rounding (Adam's first steps,
 # about lr * sign(g), would turn rounding-level differences into lr-sized ones).
 SGD = ["--optimizer", "sgd", "--lr", "0.5"]
+PREFIX = ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"]
+
+
+def _args(data, save_dir, extra, max_update=UPDATES, task="translation", arch=None):
+    arch = tiny.TINY_TRANSFORMER if arch is None else arch
+    return [data, "--task", task, *arch, *tiny.common_train_args(save_dir, max_update), *extra]
 
 
 @pytest.fixture(scope="module")
-def mle_runs(translation_data, tmp_path_factory):
-    """fairseq's own criterions, 4 updates each (trained once per module)."""
-    done = {}
+def runs(translation_data, lm_data, tmp_path_factory):
+    """Every run of this module, planned here and made in one process
+    (scripts/fairseq_worker.py)."""
+    root = tmp_path_factory.mktemp("baselines")
+    mt, lm = translation_data / "bin", lm_data / "bin"
+    plan = workers.Plan(root)
+    plan.saves = {}
 
-    def get(name):
-        if name not in done:
-            save = tmp_path_factory.mktemp(name)
-            out = _train(translation_data / "bin", save, MLE_FLAGS[name] + SGD, max_update=4)
-            done[name] = (save, out)
-        return done[name]
+    def add(name, save, args, **kw):
+        plan.saves[name] = save
+        plan.add(name, args, **kw)
 
-    return get
+    for name, flags in MLE_FLAGS.items():
+        add(name, root / name, _args(mt, root / name, flags + SGD, max_update=4))
+    for name, (flags, _) in AS_MLE.items():
+        add(("as mle", name), root / f"mle-{name}", _args(mt, root / f"mle-{name}", flags + SGD, 4))
+    for name, (flags, _) in ACTIVE.items():
+        save = root / name
+        add(name + " active", save, _args(mt, save, flags + ["--report-accuracy"]))
+        plan.add(
+            (name, "generate"),
+            [mt, "--path", save / "checkpoint_last.pt", *GENERATE],
+            tool="generate",
+        )
+    for name in ("unlikelihood", "loss_truncation"):
+        save = root / f"prefix-{name}"
+        add((name, "prefix"), save, _args(mt, save, ACTIVE[name][0] + PREFIX, max_update=6))
+    save = root / "lm-unlikelihood"
+    add(
+        "lm",
+        save,
+        _args(lm, save, ACTIVE["unlikelihood"][0], 15, "language_modeling", tiny.TINY_LM),
+    )
+    plan.add(
+        ("lm", "eval-lm"), [lm, "--path", save / "checkpoint_last.pt", *EVAL_LM], tool="eval-lm"
+    )
+    plan.execute()
+    return plan
 
 
 @pytest.mark.parametrize("name", list(AS_MLE))
-def test_mle_setting_trains_as_fairseqs_criterion(translation_data, tmp_path, mle_runs, name):
+def test_mle_setting_trains_as_fairseqs_criterion(runs, name):
     # The same losses and gradients as fairseq's criterion, computed from the logits in
     # closed form instead of through log_softmax: equal to rounding, not bit for bit.
-    flags, reference = AS_MLE[name]
-    out = _train(translation_data / "bin", tmp_path, flags + SGD, max_update=4)
-    ref_dir, ref_out = mle_runs(reference)
+    reference = AS_MLE[name][1]
+    out, ref_out = runs.output(("as mle", name)), runs.output(reference)
     ours, ref = tiny.json_logs(out, "train_inner"), tiny.json_logs(ref_out, "train_inner")
     assert len(ours) == len(ref) == 4
     for a, b in zip(ours, ref):
@@ -110,16 +167,17 @@ def test_mle_setting_trains_as_fairseqs_criterion(translation_data, tmp_path, ml
         assert a["nll_loss"] == b.get("nll_loss", b["loss"])
         assert a["gnorm"] == b["gnorm"]
     diff = workers.max_abs_param_diff(
-        tmp_path / "checkpoint_last.pt", ref_dir / "checkpoint_last.pt"
+        runs.saves[("as mle", name)] / "checkpoint_last.pt",
+        runs.saves[reference] / "checkpoint_last.pt",
     )
     print(f"{name}: max abs parameter difference from {reference}: {diff:.3g}")
     assert diff <= 1e-6
 
 
 @pytest.mark.parametrize("name", list(ACTIVE))
-def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
-    flags, key = ACTIVE[name]
-    out = _train(translation_data / "bin", tmp_path, flags + ["--report-accuracy"])
+def test_trains_logs_its_fields_and_generates(runs, name):
+    key = ACTIVE[name][1]
+    out = runs.output(name + " active")
     inner = tiny.json_logs(out, "train_inner")
     assert [int(r["num_updates"]) for r in inner] == list(range(1, UPDATES + 1))
     assert all(math.isfinite(float(r["loss"])) and key in r for r in inner)
@@ -141,74 +199,22 @@ def test_trains_logs_its_fields_and_generates(translation_data, tmp_path, name):
         assert [float(r["ent_active"]) for r in inner] == [0] * 4 + [1] * (UPDATES - 4)
         assert all(float(r["ent_kept_ratio"]) < 1 for r in inner[4:])
         assert float(valid["valid_ent_active"]) == 0  # validation: the untruncated objective
-    gen = run_fairseq(
-        "generate",
-        [
-            translation_data / "bin",
-            "--path",
-            tmp_path / "checkpoint_last.pt",
-            "--user-dir",
-            USER_DIR,
-            "--cpu",
-            "--batch-size",
-            "16",
-            "--gen-subset",
-            "test",
-            "--beam",
-            "4",
-            "--required-batch-size-multiple",
-            "1",
-        ],
-    ).stdout
-    hyps = tiny.hypotheses(gen)
+    hyps = tiny.hypotheses(runs.output((name, "generate")))
     assert sorted(h[0] for h in hyps) == list(range(30))
 
 
 @pytest.mark.parametrize("name", ["unlikelihood", "loss_truncation"])
-def test_sentence_avg_ignore_prefix_accuracy(translation_data, tmp_path, name):
-    flags, key = ACTIVE[name]
-    out = _train(
-        translation_data / "bin",
-        tmp_path,
-        flags + ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy"],
-        max_update=6,
-    )
+def test_sentence_avg_ignore_prefix_accuracy(runs, name):
+    key = ACTIVE[name][1]
+    out = runs.output((name, "prefix"))
     inner = tiny.json_logs(out, "train_inner")
     assert len(inner) == 6 and all("accuracy" in r and key in r for r in inner)
     assert "valid_accuracy" in tiny.json_logs(out, "valid")[-1]
 
 
-def test_unlikelihood_language_model_trains_and_evaluates(lm_data, tmp_path):
-    out = _train(
-        lm_data / "bin",
-        tmp_path,
-        ACTIVE["unlikelihood"][0],
-        max_update=15,
-        task="language_modeling",
-        arch=tiny.TINY_LM,
-    )
-    assert len(tiny.json_logs(out, "train_inner")) == 15
-    ev = run_fairseq(
-        "eval-lm",
-        [
-            lm_data / "bin",
-            "--path",
-            tmp_path / "checkpoint_last.pt",
-            "--user-dir",
-            USER_DIR,
-            "--cpu",
-            "--gen-subset",
-            "test",
-            "--tokens-per-sample",
-            "32",
-            "--sample-break-mode",
-            "eos",
-            "--batch-size",
-            "8",
-            "--required-batch-size-multiple",
-            "1",
-        ],
-    ).stdout
+def test_unlikelihood_language_model_trains_and_evaluates(runs):
+    assert len(tiny.json_logs(runs.output("lm"), "train_inner")) == 15
+    ev = runs.output(("lm", "eval-lm"))
     ppl = float(re.search(r"Perplexity: ([0-9.]+)", ev).group(1))
     print("eval-lm perplexity", ppl)
     # Uniform over the 24 words would be 24 (the chain's own perplexity is about 4).

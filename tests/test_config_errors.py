@@ -8,8 +8,8 @@ an earlier checkpoint in the save dir untouched.
 """
 
 import pytest
-import tiny
 
+import tiny
 from fairseq_divgen.fairseq_commands import run_fairseq
 
 CASES = [

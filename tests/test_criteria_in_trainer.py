@@ -15,9 +15,10 @@ sample_size = the number of sentences; accuracy = argmax z_t == y_t over those t
 import math
 
 import pytest
-import tiny
 import torch
 from fairseq import checkpoint_utils
+
+import tiny
 
 PREFIX = ["--sentence-avg", "--ignore-prefix-size", "1", "--report-accuracy", "--dropout", "0"]
 

@@ -32,10 +32,11 @@ before updates 3, 5 and 7.
 """
 
 import pytest
-import tiny
 import torch
-import workers
 from fairseq import checkpoint_utils
+
+import tiny
+import workers
 
 N = 4  # updates before the resume; every run ends at 2N (an epoch is 6 updates)
 WARMUP = 6  # truncated_ce's warm-up ends between the resume point and 2N

@@ -4,7 +4,8 @@ fairseq's FP16Optimizer (``--fp16 --fp16-no-flatten-grads``) and
 MemoryEfficientFP16Optimizer (``--memory-efficient-fp16``) run on a CPU: the model
 is halved, the loss scale is dynamic. tailr and lfd_poe also run with
 ``--fused-output``. The runs go through
-``scripts/cpu_fp16_train.py``, fairseq-train's own entry point with the one CUDA
+``scripts/fairseq_worker.py`` (all of them in one process) or
+``scripts/cpu_fp16_train.py``, fairseq-train's own entry point, with the one CUDA
 call of fairseq's overflow branch made harmless in that process (see its docstring);
 the first test shows what an unmodified fairseq-train does at an overflow.
 """
@@ -16,10 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiny
 import torch
 from fairseq import checkpoint_utils
 
+import tiny
+import workers
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,21 +123,101 @@ def _check_finite_and_logged(out, fields):
     return inner
 
 
+GENERATE = [
+    "--task",
+    "translation",
+    "--user-dir",
+    USER_DIR,
+    "--cpu",
+    "--beam",
+    "2",
+    "--batch-size",
+    "16",
+    "--gen-subset",
+    "test",
+    "--required-batch-size-multiple",
+    "1",
+]
+EVAL_LM = [
+    "--task",
+    "language_modeling",
+    "--user-dir",
+    USER_DIR,
+    "--cpu",
+    "--gen-subset",
+    "test",
+    "--tokens-per-sample",
+    "32",
+    "--sample-break-mode",
+    "eos",
+    "--batch-size",
+    "8",
+    "--required-batch-size-multiple",
+    "1",
+]
+
+
 @pytest.fixture(scope="module")
-def fp16_degenerative(translation_data, tmp_path_factory):
-    """A stage-1 model trained under --fp16 (the truncated_ce case's checkpoint)."""
-    save = tmp_path_factory.mktemp("degen16")
-    train_fp16(
-        _args(
-            translation_data / "bin",
-            save,
-            "translation",
-            tiny.TINY_TRANSFORMER,
-            CRITERIA["truncated_ce"][1],
-            "fp16",
-        )
+def runs(translation_data, lm_data, tmp_path_factory):
+    """Every fp16 run of this module, planned here and made in one process
+    (scripts/fairseq_worker.py, which makes fairseq's overflow branch work without CUDA as
+    scripts/cpu_fp16_train.py does): the stage-1 model first, then each case."""
+    root = tmp_path_factory.mktemp("fp16")
+    plan = workers.Plan(root)
+    mt, lm = translation_data / "bin", lm_data / "bin"
+    degen = root / "degen16"
+    plan.add(
+        "degenerative",
+        _args(mt, degen, "translation", tiny.TINY_TRANSFORMER, CRITERIA["truncated_ce"][1], "fp16"),
     )
-    return save / "checkpoint_last.pt"
+    for name, (task, flags, _) in CRITERIA.items():
+        if task == "translation_lfd":
+            flags = [*flags, "--degenerative-checkpoint", degen / "checkpoint_last.pt"]
+        for mode in MODES:
+            save = root / f"{name}-{mode}"
+            plan.add((name, mode), _args(mt, save, task, tiny.TINY_TRANSFORMER, flags, mode))
+            if mode == "fp16" and name in ("tailr", "lfd_poe"):
+                plan.add(
+                    (name, mode, "generate"),
+                    [mt, "--path", save / "checkpoint_last.pt", *GENERATE],
+                    tool="generate",
+                )
+    for name, (flags, _) in BASELINES.items():
+        plan.add(
+            (name, "fp16"),
+            _args(mt, root / name, "translation", tiny.TINY_TRANSFORMER, flags, "fp16"),
+        )
+    for mode in MODES:
+        lm_degen, lfd = root / f"lm-degen-{mode}", root / f"lm-lfd-{mode}"
+        plan.add(
+            ("lm degenerative", mode),
+            _args(
+                lm, lm_degen, "language_modeling", tiny.TINY_LM, CRITERIA["truncated_ce"][1], mode
+            ),
+        )
+        flags = [
+            *CRITERIA["lfd_poe"][1],
+            "--degenerative-checkpoint",
+            lm_degen / "checkpoint_last.pt",
+        ]
+        plan.add(
+            ("lm lfd", mode), _args(lm, lfd, "language_modeling_lfd", tiny.TINY_LM, flags, mode)
+        )
+        plan.add(
+            ("lm lfd", mode, "eval-lm"),
+            [lm, "--path", lfd / "checkpoint_last.pt", *EVAL_LM],
+            tool="eval-lm",
+        )
+    plan.execute()
+    plan.degenerative = degen / "checkpoint_last.pt"
+    return plan
+
+
+@pytest.fixture(scope="module")
+def fp16_degenerative(runs):
+    """A stage-1 model trained under --fp16 (the first planned run)."""
+    runs.output("degenerative")
+    return runs.degenerative
 
 
 # What torch says when ``.cuda()`` finds no GPU: a CPU-only build, a CUDA build without a
@@ -171,104 +253,24 @@ def test_unmodified_fairseq_train_stops_at_the_first_overflow(translation_data, 
 
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("name", list(CRITERIA))
-def test_criterion_trains_under_cpu_fp16(name, mode, translation_data, fp16_degenerative, tmp_path):
-    task, flags, fields = CRITERIA[name]
-    if task == "translation_lfd":
-        flags = [*flags, "--degenerative-checkpoint", fp16_degenerative]
-    save = tmp_path / "save"
-    out = train_fp16(
-        _args(translation_data / "bin", save, task, tiny.TINY_TRANSFORMER, flags, mode)
-    ).stdout
-    _check_finite_and_logged(out, fields)
+def test_criterion_trains_under_cpu_fp16(name, mode, runs):
+    out = runs.output((name, mode))
+    _check_finite_and_logged(out, CRITERIA[name][2])
     assert "computes the unfused loss" not in out  # a fused run took the fused path
     if mode == "fp16" and name in ("tailr", "lfd_poe"):
-        gen = run_fairseq(
-            "generate",
-            [
-                translation_data / "bin",
-                "--task",
-                "translation",
-                "--path",
-                save / "checkpoint_last.pt",
-                "--user-dir",
-                USER_DIR,
-                "--cpu",
-                "--beam",
-                "2",
-                "--batch-size",
-                "16",
-                "--gen-subset",
-                "test",
-                "--required-batch-size-multiple",
-                "1",
-            ],
-        ).stdout
-        assert len(tiny.hypotheses(gen)) == 30
+        assert len(tiny.hypotheses(runs.output((name, mode, "generate")))) == 30
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
-def test_baseline_trains_under_cpu_fp16(name, translation_data, tmp_path):
-    flags, fields = BASELINES[name]
-    out = train_fp16(
-        _args(
-            translation_data / "bin", tmp_path, "translation", tiny.TINY_TRANSFORMER, flags, "fp16"
-        )
-    ).stdout
-    _check_finite_and_logged(out, fields)
+def test_baseline_trains_under_cpu_fp16(name, runs):
+    _check_finite_and_logged(runs.output((name, "fp16")), BASELINES[name][1])
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_lfd_language_model_under_cpu_fp16_then_eval_lm(mode, lm_data, tmp_path):
-    data = lm_data / "bin"
-    train_fp16(
-        _args(
-            data,
-            tmp_path / "degen",
-            "language_modeling",
-            tiny.TINY_LM,
-            CRITERIA["truncated_ce"][1],
-            mode,
-        )
-    )
-    out = train_fp16(
-        _args(
-            data,
-            tmp_path / "lfd",
-            "language_modeling_lfd",
-            tiny.TINY_LM,
-            [
-                *CRITERIA["lfd_poe"][1],
-                "--degenerative-checkpoint",
-                tmp_path / "degen" / "checkpoint_last.pt",
-            ],
-            mode,
-        )
-    ).stdout
-    _check_finite_and_logged(out, CRITERIA["lfd_poe"][2])
-    ev = run_fairseq(
-        "eval-lm",
-        [
-            data,
-            "--task",
-            "language_modeling",
-            "--path",
-            tmp_path / "lfd" / "checkpoint_last.pt",
-            "--user-dir",
-            USER_DIR,
-            "--cpu",
-            "--gen-subset",
-            "test",
-            "--tokens-per-sample",
-            "32",
-            "--sample-break-mode",
-            "eos",
-            "--batch-size",
-            "8",
-            "--required-batch-size-multiple",
-            "1",
-        ],
-    ).stdout
-    assert "Perplexity" in ev
+def test_lfd_language_model_under_cpu_fp16_then_eval_lm(mode, runs):
+    runs.output(("lm degenerative", mode))
+    _check_finite_and_logged(runs.output(("lm lfd", mode)), CRITERIA["lfd_poe"][2])
+    assert "Perplexity" in runs.output(("lm lfd", mode, "eval-lm"))
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])

@@ -531,3 +531,48 @@ def test_lfd_poe(kw, beta, lam, eps, eos_in_product, degen, block_rows, monkeypa
         )
     ref = (zd.logsumexp(-1) - zd.gather(-1, t[:, None]).squeeze(-1))[real].sum()
     torch.testing.assert_close(out["degen_nll"], ref, **TOL)
+
+
+IGNORED = {
+    "tailr": lambda s, t, pad: tailr_loss(s, t.reshape(-1), 0.1, 0.3, 0.1, pad, True),
+    "mixce": lambda s, t, pad: mixce_loss(s, t.reshape(-1), 0.5, pad, True),
+    "error_norm_truncation": lambda s, t, pad: error_norm_truncated_loss(
+        s, t.reshape(-1), 1.0, 0.1, pad, accuracy=True
+    ),
+    "unlikelihood": lambda s, t, pad: unlikelihood_loss(s, t, 1.0, pad, True),
+    "loss_truncation": lambda s, t, pad: loss_truncation_loss(s, t, 2.5, 0.1, pad, accuracy=True),
+    "truncated_ce": lambda s, t, pad: truncated_nll_loss(s, t.reshape(-1), 0.5, pad, accuracy=True),
+    "lfd_poe": lambda s, t, pad: lfd_loss(
+        s,
+        torch.ones(B * T, V, dtype=torch.float64),
+        t.reshape(-1),
+        1.0,
+        0.5,
+        0.1,
+        pad,
+        EOS,
+        accuracy=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("source", ["logits", "projection"])
+@pytest.mark.parametrize("name", list(IGNORED))
+def test_ignored_positions_may_hold_any_id_such_as_minus_100(name, source):
+    # transformers marks ignored labels -100 (not a vocabulary id), fairseq its pad symbol:
+    # the same batch either way gives the same sums and gradients.
+    case = Case(14)
+    minus = case.target.masked_fill(case.target == PAD, -100)
+    results = []
+    for target, pad in ((case.target, PAD), (minus, -100)):
+        leaves = case.leaves()
+        h, w, b = case.features(leaves), leaves["W"], leaves.get("b")
+        src = Projection(h, w, b) if source == "projection" else h @ w.t() + b
+        out = IGNORED[name](src, target, pad)
+        out["loss"].backward()
+        results.append((out, leaves["W"].grad))
+    (a, grad_a), (b, grad_b) = results
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(torch.as_tensor(a[key]), torch.as_tensor(b[key]), **TOL)
+    torch.testing.assert_close(grad_a, grad_b, **TOL)

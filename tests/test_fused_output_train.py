@@ -18,8 +18,9 @@ import logging
 import math
 
 import pytest
-import tiny
 import torch
+
+import tiny
 
 STEPS, BSZ = 4, 20
 COMMON = ["--dropout", "0", "--report-accuracy", "--optimizer", "sgd", "--lr", "0.5"]

@@ -14,9 +14,9 @@ an accelerator gets; and the deferred finiteness check of the degenerative model
 import os
 
 import pytest
-import test_half_precision as half
 import torch
 
+import test_half_precision as half
 from fairseq_divgen.degenerative import FiniteWatch
 from fairseq_divgen.losses import Projection, chunking
 

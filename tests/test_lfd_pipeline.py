@@ -9,9 +9,10 @@ import shutil
 
 import fairseq  # noqa: F401  (fairseq_divgen registers, and allowlists checkpoints, once fairseq is imported)
 import pytest
-import tiny
 import torch
 
+import tiny
+import workers
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 # The degenerative model is smaller than the main model (TINY_TRANSFORMER, dim 32).
@@ -55,17 +56,128 @@ def _load(path):
 
 
 @pytest.fixture(scope="module")
-def stage1_translation(translation_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage1_mt")
-    _train(translation_data / "bin", root, "translation", SMALL_TRANSFORMER, STAGE1)
-    return root / "checkpoint_last.pt"
+def checkpoints(translation_data, lm_data, tmp_path_factory):
+    """Every stage-1 model this module uses, trained in one process
+    (scripts/fairseq_worker.py) after the two corpora they need are binarized:
+
+    - ``mt``, ``lm``: stage 1 of the toy translation and language-modeling data;
+    - ``otherdict``: translation data with another dictionary (an extra word);
+    - ``othersize``: a dictionary with more symbols, its data directory deleted;
+    - ``orphans``: stage-1 checkpoints whose data directory is gone: the task's own
+      (``same``), one with the same dictionary size in another order (``other``), and the
+      reverse direction (``reverse``, tgt -> src);
+    - ``adaptive``: a language model with an adaptive softmax (no full-vocabulary logits),
+      trained with fairseq's adaptive_loss.
+    """
+    root = tmp_path_factory.mktemp("stage1")
+    tiny.write_translation_corpus(root / "otherdict" / "raw", seed=11)
+    for side in ("src", "tgt"):
+        path = root / "otherdict" / "raw" / f"train.{side}"
+        path.write_text("zz " * 5 + "\n" + path.read_text())
+    tiny.binarize_translation(root / "otherdict" / "raw", root / "otherdict" / "bin")
+    tiny.write_translation_corpus(root / "othersize" / "raw", seed=12)
+    extra = " ".join(f"new{i}" for i in range(9))
+    for side in ("src", "tgt"):
+        path = root / "othersize" / "raw" / f"train.{side}"
+        path.write_text(extra + "\n" + path.read_text())
+    tiny.binarize_translation(root / "othersize" / "raw", root / "othersize" / "bin")
+    orphans = root / "orphans"
+    shutil.copytree(translation_data / "bin", orphans / "bin")
+    shutil.copytree(root / "otherdict" / "bin", orphans / "other-bin")
+
+    plan = workers.Plan(root / "runs")
+
+    def train(name, data, save, task, arch, extra, max_update=10):
+        args = [data, "--task", task, *arch, *tiny.common_train_args(save, max_update), *extra]
+        plan.add(name, args)
+        return save / "checkpoint_last.pt"
+
+    small = SMALL_TRANSFORMER
+    found = {
+        "mt": train("mt", translation_data / "bin", root / "mt", "translation", small, STAGE1),
+        "lm": train("lm", lm_data / "bin", root / "lm", "language_modeling", tiny.TINY_LM, STAGE1),
+        "otherdict": train(
+            "otherdict",
+            root / "otherdict" / "bin",
+            root / "otherdict" / "ck",
+            "translation",
+            small,
+            STAGE1,
+            2,
+        ),
+        "othersize": train(
+            "othersize",
+            root / "othersize" / "bin",
+            root / "othersize" / "ck",
+            "translation",
+            small,
+            STAGE1,
+            2,
+        ),
+        "orphans": {
+            "reverse": train(
+                "reverse",
+                orphans / "bin",
+                orphans / "reverse",
+                "translation",
+                small,
+                [*STAGE1, "--source-lang", "tgt", "--target-lang", "src"],
+                2,
+            ),
+            "other": train(
+                "other", orphans / "other-bin", orphans / "other", "translation", small, STAGE1, 2
+            ),
+            "same": train(
+                "same", orphans / "bin", orphans / "same", "translation", small, STAGE1, 2
+            ),
+        },
+        "adaptive": train(
+            "adaptive",
+            lm_data / "bin",
+            root / "adaptive",
+            "language_modeling",
+            [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
+            ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"],
+            2,
+        ),
+    }
+    plan.execute()
+    for name in plan.logs:
+        plan.output(name)
+    shutil.rmtree(root / "othersize" / "bin")  # as if copied from another machine
+    shutil.rmtree(orphans / "bin")
+    shutil.rmtree(orphans / "other-bin")
+    return found
 
 
 @pytest.fixture(scope="module")
-def stage1_lm(lm_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage1_lm")
-    _train(lm_data / "bin", root, "language_modeling", tiny.TINY_LM, STAGE1)
-    return root / "checkpoint_last.pt"
+def stage1_translation(checkpoints):
+    return checkpoints["mt"]
+
+
+@pytest.fixture(scope="module")
+def stage1_lm(checkpoints):
+    return checkpoints["lm"]
+
+
+@pytest.fixture(scope="module")
+def other_dictionary_checkpoint(checkpoints):
+    return checkpoints["otherdict"]
+
+
+@pytest.fixture(scope="module")
+def other_size_checkpoint(checkpoints):
+    return checkpoints["othersize"]
+
+
+@pytest.fixture(scope="module")
+def orphan_checkpoints(checkpoints):
+    return checkpoints["orphans"]
+
+
+@pytest.fixture(scope="module")
+def adaptive_softmax_lm(checkpoints):
+    return checkpoints["adaptive"]
 
 
 def test_translation_two_stages_resume_validate_generate(
@@ -231,80 +343,6 @@ def test_language_model_two_stages_then_plain_eval_lm(lm_data, stage1_lm, tmp_pa
     # every word 4 equally likely successors, so no model averages more than 1/4 on them:
     # a perplexity near 1 would mean eval-lm scored the wrong tokens.
     assert 3.0 < ppl < 24.0
-
-
-@pytest.fixture(scope="module")
-def other_dictionary_checkpoint(tmp_path_factory):
-    """A translation checkpoint trained on data with a different dictionary."""
-    root = tmp_path_factory.mktemp("otherdict")
-    tiny.write_translation_corpus(root / "raw", seed=11)
-    (root / "raw" / "train.src").write_text(
-        "zz " * 5 + "\n" + (root / "raw" / "train.src").read_text()
-    )
-    (root / "raw" / "train.tgt").write_text(
-        "zz " * 5 + "\n" + (root / "raw" / "train.tgt").read_text()
-    )
-    tiny.binarize_translation(root / "raw", root / "bin")
-    _train(root / "bin", root / "ck", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
-    return root / "ck" / "checkpoint_last.pt"
-
-
-@pytest.fixture(scope="module")
-def other_size_checkpoint(tmp_path_factory):
-    """A translation checkpoint whose dictionary has more symbols, its data dir deleted."""
-    root = tmp_path_factory.mktemp("othersize")
-    tiny.write_translation_corpus(root / "raw", seed=12)
-    extra = " ".join(f"new{i}" for i in range(9))
-    for side in ("src", "tgt"):
-        path = root / "raw" / f"train.{side}"
-        path.write_text(extra + "\n" + path.read_text())
-    tiny.binarize_translation(root / "raw", root / "bin")
-    _train(root / "bin", root / "ck", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
-    shutil.rmtree(root / "bin")  # as if copied from another machine
-    return root / "ck" / "checkpoint_last.pt"
-
-
-@pytest.fixture(scope="module")
-def orphan_checkpoints(
-    translation_data, stage1_translation, other_dictionary_checkpoint, tmp_path_factory
-):
-    """Stage-1 checkpoints whose data directory is gone: the task's own, one with the
-    same dictionary size in another order, and the reverse direction (tgt -> src)."""
-    root = tmp_path_factory.mktemp("orphans")
-    shutil.copytree(translation_data / "bin", root / "bin")
-    _train(
-        root / "bin",
-        root / "reverse",
-        "translation",
-        SMALL_TRANSFORMER,
-        [*STAGE1, "--source-lang", "tgt", "--target-lang", "src"],
-        max_update=2,
-    )
-    other_bin = other_dictionary_checkpoint.parent.parent / "bin"
-    shutil.copytree(other_bin, root / "other-bin")
-    _train(
-        root / "other-bin", root / "other", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2
-    )
-    _train(root / "bin", root / "same", "translation", SMALL_TRANSFORMER, STAGE1, max_update=2)
-    shutil.rmtree(root / "bin")
-    shutil.rmtree(root / "other-bin")
-    return {k: root / k / "checkpoint_last.pt" for k in ("reverse", "other", "same")}
-
-
-@pytest.fixture(scope="module")
-def adaptive_softmax_lm(lm_data, tmp_path_factory):
-    """A language model with an adaptive softmax (no full-vocabulary logits), trained
-    with fairseq's adaptive_loss (its log-probabilities cannot be trained through)."""
-    root = tmp_path_factory.mktemp("adaptive_lm")
-    _train(
-        lm_data / "bin",
-        root,
-        "language_modeling",
-        [*tiny.TINY_LM, "--adaptive-softmax-cutoff", "12,20"],
-        ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"],
-        max_update=2,
-    )
-    return root / "checkpoint_last.pt"
 
 
 ERRORS = {

@@ -21,7 +21,13 @@ import pytest
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from fairseq_divgen.losses import LogProbs, LossHistory, linear_quantile, loss_truncation_loss
+from fairseq_divgen.losses import (
+    LogProbs,
+    LossHistory,
+    linear_quantile,
+    loss_truncation_loss,
+    mark_used,
+)
 
 
 def _lt(lprobs, *args, **kwargs):
@@ -188,3 +194,46 @@ def test_an_update_never_sees_its_own_losses():
     assert math.isinf(float(h.cutoff))
     h.begin(1)
     assert float(h.cutoff) == 2.0
+
+
+class _OutOfMemoryInBackward(torch.autograd.Function):
+    """Identity whose backward fails as an out-of-memory error deeper in a real backward would."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_only_batches_whose_backward_completed_enter_the_history():
+    # fairseq multiplies a dummy batch's loss by 0 (ignore_grad) before its backward, and
+    # abandons a batch whose backward runs out of memory; neither may enter the history.
+    history = LossHistory(0.5, 1, 100)
+    weights = torch.ones(3, requires_grad=True)
+
+    def batch(values, how):
+        inner = weights.sum() if how != "oom" else _OutOfMemoryInBackward.apply(weights).sum()
+        loss, used = mark_used(inner)
+        history.add(torch.tensor(values), used)
+        if how == "used":
+            loss.backward()
+        elif how == "dummy":
+            loss *= 0  # what fairseq's task.train_step does with ignore_grad
+            loss.backward()
+        elif how == "oom":
+            with pytest.raises(RuntimeError, match="out of memory"):
+                loss.backward()
+
+    history.begin(0)
+    batch([1.0, 2.0, 3.0], "used")
+    batch([100.0, 100.0], "dummy")
+    batch([200.0], "oom")
+    batch([300.0], "forward only")
+    history.begin(1)
+    assert int(history.total) == 3 and float(history.cutoff) == 2.0  # the median of 1, 2, 3
+    batch([4.0], "used")
+    history.begin(2)
+    assert int(history.total) == 4

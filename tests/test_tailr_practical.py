@@ -5,9 +5,9 @@ import hashlib
 import re
 
 import pytest
-import tiny
 import torch
 
+import tiny
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 TAILR = [

@@ -6,11 +6,11 @@ L = (1 - eps) * sum_t w_t nll_t + (eps / V) * sum_t sum_v -log q_t(v).
 """
 
 import pytest
-import tiny
 import torch
 import torch.nn.functional as F
 from fairseq.logging import metrics
 
+import tiny
 from fairseq_divgen.losses import scheduled_gamma
 
 

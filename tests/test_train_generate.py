@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import tiny
 
+import tiny
 from fairseq_divgen.fairseq_commands import USER_DIR, run_fairseq
 
 TAILR_AUTHORS_IWSLT14 = [

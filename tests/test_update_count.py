@@ -15,8 +15,9 @@ of those two, and the dataloader and learning-rate-scheduler resets alone and wi
 import shutil
 
 import pytest
-import tiny
 
+import tiny
+import workers
 from fairseq_divgen.fairseq_commands import run_fairseq
 
 GAMMA, N = 0.1, 6
@@ -57,48 +58,77 @@ RESETS = {
 }
 
 
-def _train(data, save, flags, max_update, extra=()):
-    out = run_fairseq(
-        "train",
-        [
-            data,
-            "--task",
-            "translation",
-            *tiny.TINY_TRANSFORMER,
-            *tiny.common_train_args(save, max_update),
-            *flags,
-            *extra,
-        ],
-    ).stdout
-    return tiny.json_logs(out, "train_inner")
+def _args(data, save, flags, max_update, extra=()):
+    return [
+        data,
+        "--task",
+        "translation",
+        *tiny.TINY_TRANSFORMER,
+        *tiny.common_train_args(save, max_update),
+        *flags,
+        *extra,
+    ]
 
 
 def _expected_gamma(u):
     return GAMMA * min(u - 1, N) / N
 
 
+TRUNC_CASES = [
+    "resume",
+    "reset-optimizer",
+    "reset-meters",
+    "reset-optimizer-and-meters",
+    "reset-optimizer-and-dataloader",
+]
+
+
 @pytest.fixture(scope="module")
-def four_updates(translation_data, tmp_path_factory):
-    """A tailr and a truncated_ce run stopped after 4 updates (inside the warm-ups)."""
-    root = tmp_path_factory.mktemp("four")
+def runs(translation_data, tmp_path_factory):
+    """A tailr and a truncated_ce run stopped after 4 updates (inside the warm-ups), then,
+    each from a copy of those, every resume / reset / fine-tune case (two processes of
+    scripts/fairseq_worker.py)."""
+    root = tmp_path_factory.mktemp("counts")
     data = translation_data / "bin"
-    _train(data, root / "tailr", TAILR, 4)
-    _train(data, root / "trunc", TRUNC, 4)
-    return root
+    first = workers.Plan(root / "first")
+    first.add("tailr", _args(data, root / "tailr", TAILR, 4))
+    first.add("trunc", _args(data, root / "trunc", TRUNC, 4))
+    first.execute()
+    first.output("tailr"), first.output("trunc")
+
+    def copy(name, to):
+        shutil.copytree(root / name, root / to)
+        return root / to
+
+    plan = workers.Plan(root / "second")
+    for case, flags in RESETS.items():
+        plan.add(("tailr", case), _args(data, copy("tailr", f"tailr-{case}"), TAILR, 9, flags))
+    for case in TRUNC_CASES:
+        plan.add(
+            ("trunc", case), _args(data, copy("trunc", f"trunc-{case}"), TRUNC, 9, RESETS[case])
+        )
+    tailr_ckpt, trunc_ckpt = (
+        root / "tailr" / "checkpoint_last.pt",
+        root / "trunc" / "checkpoint_last.pt",
+    )
+    plan.add("finetune", _args(data, root / "ft", TAILR, 3, ["--finetune-from-model", tailr_ckpt]))
+    # fairseq ignores --finetune-from-model when the save dir has checkpoint_last.pt
+    plan.add(
+        "finetune ignored",
+        _args(data, copy("tailr", "ft-ignored"), TAILR, 8, ["--finetune-from-model", trunc_ckpt]),
+    )
+    plan.add("restore", _args(data, root / "restored", TAILR, 8, ["--restore-file", tailr_ckpt]))
+    plan.execute()
+    return plan
 
 
-def _copy(four_updates, name, tmp_path):
-    save = tmp_path / name
-    shutil.copytree(four_updates / name, save)
-    return save
+def _inner(runs, name):
+    return tiny.json_logs(runs.output(name), "train_inner")
 
 
 @pytest.mark.parametrize("case", list(RESETS))
-def test_gamma_warmup_follows_fairseq_counter_after_resume(
-    case, translation_data, four_updates, tmp_path
-):
-    save = _copy(four_updates, "tailr", tmp_path)
-    inner = _train(translation_data / "bin", save, TAILR, 9, RESETS[case])
+def test_gamma_warmup_follows_fairseq_counter_after_resume(case, runs):
+    inner = _inner(runs, ("tailr", case))
     counts = [int(r["num_updates"]) for r in inner]
     restarted = "--reset-optimizer" in RESETS[case]
     assert counts[0] == (1 if restarted else 5)  # fairseq's own counter, as it logs it
@@ -108,21 +138,9 @@ def test_gamma_warmup_follows_fairseq_counter_after_resume(
         ), r
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "resume",
-        "reset-optimizer",
-        "reset-meters",
-        "reset-optimizer-and-meters",
-        "reset-optimizer-and-dataloader",
-    ],
-)
-def test_truncation_warmup_follows_fairseq_counter_after_resume(
-    case, translation_data, four_updates, tmp_path
-):
-    save = _copy(four_updates, "trunc", tmp_path)
-    inner = _train(translation_data / "bin", save, TRUNC, 9, RESETS[case])
+@pytest.mark.parametrize("case", TRUNC_CASES)
+def test_truncation_warmup_follows_fairseq_counter_after_resume(case, runs):
+    inner = _inner(runs, ("trunc", case))
     assert inner
     for r in inner:
         warming = int(r["num_updates"]) - 1 < N
@@ -130,35 +148,24 @@ def test_truncation_warmup_follows_fairseq_counter_after_resume(
         assert kept == 1.0 if warming else 0.5 <= kept < 0.52, r
 
 
-def test_finetune_from_model_restarts_the_warmup(translation_data, four_updates, tmp_path):
-    ckpt = four_updates / "tailr" / "checkpoint_last.pt"
-    inner = _train(
-        translation_data / "bin", tmp_path / "ft", TAILR, 3, ["--finetune-from-model", ckpt]
-    )
+def test_finetune_from_model_restarts_the_warmup(runs):
+    inner = _inner(runs, "finetune")
     assert [int(r["num_updates"]) for r in inner] == [1, 2, 3]
     assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
         [_expected_gamma(u) for u in (1, 2, 3)], abs=1e-6
     )
 
 
-def test_finetune_from_model_with_a_checkpoint_in_save_dir_resumes(
-    translation_data, four_updates, tmp_path
-):
-    # fairseq ignores --finetune-from-model when the save dir has checkpoint_last.pt.
-    save = _copy(four_updates, "tailr", tmp_path)
-    other = four_updates / "trunc" / "checkpoint_last.pt"
-    inner = _train(translation_data / "bin", save, TAILR, 8, ["--finetune-from-model", other])
+def test_finetune_from_model_with_a_checkpoint_in_save_dir_resumes(runs):
+    inner = _inner(runs, "finetune ignored")
     assert [int(r["num_updates"]) for r in inner] == [5, 6, 7, 8]
     assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
         [_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6
     )
 
 
-def test_restore_file_continues_the_warmup(translation_data, four_updates, tmp_path):
-    ckpt = four_updates / "tailr" / "checkpoint_last.pt"
-    inner = _train(
-        translation_data / "bin", tmp_path / "restored", TAILR, 8, ["--restore-file", ckpt]
-    )
+def test_restore_file_continues_the_warmup(runs):
+    inner = _inner(runs, "restore")
     assert [int(r["num_updates"]) for r in inner] == [5, 6, 7, 8]
     assert [float(r["tailr_gamma"]) for r in inner] == pytest.approx(
         [_expected_gamma(u) for u in (5, 6, 7, 8)], abs=1e-6

@@ -40,13 +40,16 @@ class Plan:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.runs = {1: [], 2: []}
         self.logs = {}
 
-    def add(self, name: str, argv, workers: int) -> None:
-        """Plan fairseq-train ``argv`` on ``workers`` (1 or 2) workers under ``name``."""
+    def add(self, name, argv, workers: int = 1, tool: str = "train") -> None:
+        """Plan fairseq-``tool`` (train, generate, eval-lm) ``argv`` on ``workers`` (1 or 2;
+        2 for training only) under ``name``."""
         log = self.root / f"{len(self.logs):03d}.log"
-        self.runs[workers].append({"argv": [str(a) for a in argv], "log": str(log)})
+        spec = {"argv": [str(a) for a in argv], "log": str(log), "tool": tool}
+        self.runs[workers].append(spec)
         self.logs[name] = log
 
     def _start(self, workers: int, rank: int, port: int):

@@ -125,9 +125,13 @@ class ChunkObjective:
     normalized = False  # the rows are log-probabilities (set by chunked_loss)
 
     def __init__(self, target: Tensor, pad: int, accuracy: bool = False):
-        self.target = target.reshape(-1)
+        target = target.reshape(-1)
         self.pad = pad
         self.accuracy = accuracy
+        # An ignored position may hold any id (fairseq's pad symbol, or -100 as in
+        # transformers): its rows are masked out, and it reads the logit of symbol 0.
+        self.real = target.ne(pad)
+        self.target = target.masked_fill(~self.real, 0)
 
     @property
     def all_names(self) -> Tuple[str, ...]:
@@ -137,17 +141,19 @@ class ChunkObjective:
     def __call__(self, z: Tensor, rows: slice, want_grad: bool, out: Optional[Tensor] = None):
         """``(sums, dL/dz or None)`` of the fp32 logits ``z`` of ``rows``; the gradient is
         written into ``out`` (every element) when it is given."""
-        t = self.target[rows].view(-1, 1)
+        t, real = self.target[rows].view(-1, 1), self.real[rows].view(-1, 1)
         correct = None
         if self.accuracy:  # before chunk() may reuse the logits' memory
-            correct = (z.argmax(-1, keepdim=True).eq(t) & t.ne(self.pad)).sum().to(z.dtype)
-        sums, grad = self.chunk(z, t, rows, want_grad, out)
+            correct = (z.argmax(-1, keepdim=True).eq(t) & real).sum().to(z.dtype)
+        sums, grad = self.chunk(z, t, real, rows, want_grad, out)
         if correct is not None:
             sums = torch.cat([sums, correct.view(1)])
         return sums, grad
 
-    def chunk(self, z: Tensor, t: Tensor, rows: slice, want_grad: bool, out: Optional[Tensor]):
-        """Sums (a vector in ``z``'s dtype, in the order of ``names``) and dL/dz or None."""
+    def chunk(self, z: Tensor, t: Tensor, real: Tensor, rows: slice, want_grad: bool,
+              out: Optional[Tensor]):
+        """Sums (a vector in ``z``'s dtype, in the order of ``names``) and dL/dz or None;
+        ``t`` (r, 1) the targets (0 where ignored), ``real`` (r, 1) the positions not ignored."""
         raise NotImplementedError
 
 

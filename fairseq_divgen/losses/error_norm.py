@@ -33,8 +33,8 @@ class ErrorNormObjective(ChunkObjective):
         super().__init__(target, pad, accuracy)
         self.threshold, self.eps, self.truncate = threshold, epsilon, truncate
 
-    def chunk(self, z, t, rows, want_grad, out):
-        lse, q, nll, real = softmax_rows(z, t, self.pad, True, out, self.normalized)
+    def chunk(self, z, t, real, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, real, True, out, self.normalized)
         sq = (q * q).sum(-1, keepdim=True)
         # rounding can leave [0, 2]; clamped, a threshold of sqrt 2 never drops a token
         norms = (sq - 2.0 * torch.exp(-nll) + 1.0).clamp_(min=0.0, max=2.0).sqrt_()

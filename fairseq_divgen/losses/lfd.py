@@ -96,12 +96,12 @@ class LfdObjective(ChunkObjective):
         self.beta, self.lam, self.eps = float(beta), float(mle_weight), float(epsilon)
         self.eos, self.eos_in_product = eos, bool(eos_in_product)
 
-    def chunk(self, z, t, rows, want_grad, out):
+    def chunk(self, z, t, real, rows, want_grad, out):
         n = z.size(0)
         zd = None if self.degenerative is None else self.degenerative(rows)
         block = block_rows(z.device, z.size(-1), n)
         if block >= n:
-            return self._block(z, zd, t, want_grad, out)
+            return self._block(z, zd, t, real, want_grad, out)
         grad = None
         if want_grad:
             grad = out if out is not None else torch.empty_like(z)
@@ -112,20 +112,21 @@ class LfdObjective(ChunkObjective):
                 z[sl],
                 None if zd is None else zd[sl],
                 t[sl],
+                real[sl],
                 want_grad,
                 None if grad is None else grad[sl],
             )
             sums += part
         return sums, grad
 
-    def _block(self, z, zd, t, want_grad, out):
+    def _block(self, z, zd, t, real, want_grad, out):
         """Sums and dL/dz of rows taken at once (the gradient into ``out`` if given),
         assembled from the two unnormalised exponentials with per-row coefficients
         (normalisers, pad mask and weights folded into them), in three passes."""
         beta, lam, eps, eos = self.beta, self.lam, self.eps, self.eos
         vocab = z.size(-1)
-        padm = t.eq(self.pad)
-        keep = (~padm).to(z.dtype)  # per-row factor of every gradient term
+        padm = ~real
+        keep = real.to(z.dtype)  # per-row factor of every gradient term
         eps_i = eps / (vocab - 1)
         w = 1.0 - eps - eps_i  # weight of the NLL term of fairseq's label smoothing
         degen_nll = z.new_zeros(())
@@ -166,7 +167,7 @@ class LfdObjective(ChunkObjective):
                     grad.sub_(keep * eps_i)
                 grad.scatter_add_(-1, t, keep * -(w + lam))
         else:
-            is_eos = t.eq(eos)
+            is_eos = t.eq(eos) & real
             # Q' (softmax of z without EOS, 0 at EOS) = e_z / total_z; its log-normaliser
             m_z, e_z, total_z, ez_eos = _shifted_exp(z, skip=eos)
             lse_z_rest = m_z + total_z.log()
@@ -197,7 +198,7 @@ class LfdObjective(ChunkObjective):
         main_gold = z_gold - lse_z
         main_nll = (-main_gold).masked_fill(padm, 0.0).sum()
         if eos is not None:
-            main_eos_nll = (-main_gold).masked_fill(t.ne(eos), 0.0).sum()
+            main_eos_nll = (-main_gold).masked_fill(t.ne(eos) | padm, 0.0).sum()
         else:
             main_eos_nll = main_nll.new_zeros(())
         poe_nll = (-poe_gold).masked_fill(padm, 0.0).sum()

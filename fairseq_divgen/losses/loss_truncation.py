@@ -47,9 +47,9 @@ class SequenceTruncationObjective(ChunkObjective):
         self.cutoff, self.eps, self.truncate = cutoff, epsilon, truncate
         self.sequence_nll = sequence_nll
 
-    def chunk(self, z, t, rows, want_grad, out):
+    def chunk(self, z, t, real, rows, want_grad, out):
         length = self.length
-        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        lse, q, nll, real = softmax_rows(z, t, real, want_grad, out, self.normalized)
         tokens = real.view(-1, length).sum(1)
         seq_nll = (nll.view(-1, length).sum(1) / tokens).masked_fill(tokens == 0, math.nan)
         self.sequence_nll[rows.start // length : rows.stop // length] = seq_nll

@@ -31,8 +31,8 @@ class MixceObjective(ChunkObjective):
         super().__init__(target, pad, accuracy)
         self.eta = eta
 
-    def chunk(self, z, t, rows, want_grad, out):
-        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+    def chunk(self, z, t, real, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, real, want_grad, out, self.normalized)
         w = (self.eta + (1.0 - self.eta) * torch.exp(-nll)).masked_fill_(~real, 0.0)
         grad = closed_form_grad(q, t, w, w) if want_grad else None
         return torch.stack([(w * nll).sum(), nll.sum(), w.sum()]), grad

@@ -19,14 +19,14 @@ from torch import Tensor
 
 
 def softmax_rows(
-    z: Tensor, t: Tensor, pad: int, want_q: bool, out: Optional[Tensor] = None, normalized=False
+    z: Tensor, t: Tensor, real: Tensor, want_q: bool, out: Optional[Tensor] = None, normalized=False
 ):
-    """``(lse, q or None, nll, real)`` of rows ``z`` with targets ``t`` (r, 1): the
-    log-normaliser, the softmax (one pass of exp, into ``out`` when given), the gold NLL
-    (0 at pads) and the non-pad mask, all (r, 1) but ``q``. ``normalized``: ``z`` are
-    log-probabilities, taken as they are (``lse`` = 0, ``q = exp(z)``), so that the sums
-    are computed exactly as from log-probabilities (fairseq's ``label_smoothed_nll_loss``)."""
-    real = t.ne(pad)
+    """``(lse, q or None, nll, real)`` of rows ``z`` with targets ``t`` (r, 1) at the
+    positions ``real`` (r, 1): the log-normaliser, the softmax (one pass of exp, into
+    ``out`` when given), the gold NLL (0 where not real) and ``real``, all (r, 1) but
+    ``q``. ``normalized``: ``z`` are log-probabilities, taken as they are (``lse`` = 0,
+    ``q = exp(z)``), so that the sums are computed exactly as from log-probabilities
+    (fairseq's ``label_smoothed_nll_loss``)."""
     if normalized:
         lse = z.new_zeros((z.size(0), 1))
         q = (torch.exp(z, out=out) if out is not None else z.exp()) if want_q else None

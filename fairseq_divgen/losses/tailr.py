@@ -58,9 +58,9 @@ class TailrObjective(ChunkObjective):
         super().__init__(target, pad, accuracy)
         self.gamma, self.min_weight, self.eps = gamma, min_weight, epsilon
 
-    def chunk(self, z, t, rows, want_grad, out):
+    def chunk(self, z, t, real, rows, want_grad, out):
         eps, vocab = self.eps, z.size(-1)
-        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+        lse, q, nll, real = softmax_rows(z, t, real, want_grad, out, self.normalized)
         w = tailr_weights(-nll, self.gamma, self.min_weight).to(z.dtype).masked_fill_(~real, 0.0)
         loss = (w * nll).sum()
         if eps > 0.0:

@@ -103,8 +103,8 @@ class LabelSmoothedObjective(ChunkObjective):
         super().__init__(target, pad, accuracy)
         self.eps, self.keep, self.nll_out = epsilon, keep, nll_out
 
-    def chunk(self, z, t, rows, want_grad, out):
-        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+    def chunk(self, z, t, real, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, real, want_grad, out, self.normalized)
         if self.nll_out is not None:
             self.nll_out[rows] = nll.view(-1)
         keep = real if self.keep is None else real & self.keep[rows].view(-1, 1)

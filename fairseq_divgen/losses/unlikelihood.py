@@ -71,8 +71,8 @@ class UnlikelihoodObjective(ChunkObjective):
         self.cand_tokens, self.cand_mask, self.alpha = cand_tokens, cand_mask, alpha
         self.bound = math.log1p(-min_one_minus_p)
 
-    def chunk(self, z, t, rows, want_grad, out):
-        lse, q, nll, real = softmax_rows(z, t, self.pad, want_grad, out, self.normalized)
+    def chunk(self, z, t, real, rows, want_grad, out):
+        lse, q, nll, real = softmax_rows(z, t, real, want_grad, out, self.normalized)
         r = real.to(z.dtype)
         if self.cand_tokens is None:
             grad = closed_form_grad(q, t, r, r) if want_grad else None
@@ -112,7 +112,8 @@ def unlikelihood_loss(
     if alpha != 0.0:
         cand = previous_token_candidates(target, ignore_index)  # [b, t, s]: y_{b,s} at t
         cand_mask = cand.reshape(batch * length, length)
-        cand_tokens = target.unsqueeze(1).expand(batch, length, length).reshape(batch * length, -1)
+        safe = target.masked_fill(target.eq(ignore_index), 0)  # an ignored id is never read
+        cand_tokens = safe.unsqueeze(1).expand(batch, length, length).reshape(batch * length, -1)
         count = cand.sum()
     objective = UnlikelihoodObjective(target, cand_tokens, cand_mask, alpha, ignore_index, accuracy)
     out = chunked_loss(source, objective, rows)
