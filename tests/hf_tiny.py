@@ -1,6 +1,6 @@
 """Tiny transformers models built from configs and synthetic data for the tests of
 ``fairseq_divgen.hf`` (nothing is downloaded): a GPT-2-style causal LM, a T5 and a BART,
-two layers, width 32, a vocabulary of 64, no dropout (runs that should agree draw no
+and a Llama, two layers, width 32, a vocabulary of 64, no dropout (runs that should agree draw no
 random numbers)."""
 import torch
 from transformers import (
@@ -8,6 +8,8 @@ from transformers import (
     BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
     TrainingArguments,
@@ -26,6 +28,16 @@ def gpt2(seed=0, vocab=VOCAB, tied=True, dtype=None):
                         eos_token_id=EOS, pad_token_id=PAD, tie_word_embeddings=tied)
     model = GPT2LMHeadModel(config)
     return model if dtype is None else model.to(dtype)
+
+
+def llama(seed=0, vocab=VOCAB):
+    """A 2-layer Llama of width 32, its head untied."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=32, bos_token_id=BOS, eos_token_id=EOS,
+                         pad_token_id=PAD, tie_word_embeddings=False)
+    return LlamaForCausalLM(config)
 
 
 def t5(seed=0, vocab=VOCAB):

@@ -42,6 +42,8 @@ OBJECTIVES = {
 def make(kind):
     if kind == "gpt2-untied":
         return hf_tiny.gpt2(tied=False), hf_tiny.lm_data(32), hf_tiny.gpt2(seed=1, tied=False)
+    if kind == "llama":
+        return hf_tiny.llama(), hf_tiny.lm_data(32), hf_tiny.llama(seed=1)
     if kind == "t5":
         return hf_tiny.t5(), hf_tiny.seq2seq_data(32), hf_tiny.t5(seed=1)
     return hf_tiny.bart(), hf_tiny.seq2seq_data(32), hf_tiny.bart(seed=1)
@@ -64,7 +66,7 @@ def train(tmp_path, kind, name, fused):
 
 
 CASES = [("gpt2-untied", name) for name in sorted(OBJECTIVES)] + [
-    ("t5", "tailr"), ("t5", "unlikelihood"), ("t5", "lfd_poe")]
+    ("t5", "tailr"), ("t5", "unlikelihood"), ("t5", "lfd_poe"), ("llama", "tailr")]
 
 
 @pytest.mark.parametrize("kind,name", CASES)
@@ -123,3 +125,27 @@ def test_fused_loss_under_ddp_with_find_unused_parameters(tmp_path):
     assert grads[True]["lm_head.weight"].abs().sum() > 0
     for key in grads[False]:
         torch.testing.assert_close(grads[True][key], grads[False][key])
+
+
+def test_fused_under_bf16_mixed_precision_projects_in_bf16(tmp_path, monkeypatch):
+    from fairseq_divgen.losses import chunked
+
+    dtypes = []
+    original = chunked.OutputLayer.__init__
+
+    def spy(self, h, weight, bias, dtype=None):
+        original(self, h, weight, bias, dtype)
+        dtypes.append(self.dtype)
+
+    losses = {}
+    for fused in (False, True):
+        monkeypatch.setattr(chunked.OutputLayer, "__init__", spy)
+        model, data, _ = make("gpt2-untied")
+        trainer = DivgenTrainer(model=model, loss=TailrLoss(density_ratio_threshold=0.1),
+                                fused_output=fused, train_dataset=data,
+                                args=hf_tiny.args(tmp_path / str(fused), max_steps=3,
+                                                  logging_steps=1, bf16=True))
+        trainer.train()
+        losses[fused] = hf_tiny.logged_losses(trainer)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the fused projections, as the head's
+    assert losses[True] == pytest.approx(losses[False], rel=2e-2)

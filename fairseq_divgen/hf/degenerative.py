@@ -11,9 +11,9 @@ keeps of it:
   files only) or a model object, loaded or taken when the trainer is built;
 - a vocabulary that differs from the main model's, or an encoder-decoder paired with a
   causal LM, is a ValueError there, before any data is read;
-- it is put on the trainer's device and in the main model's dtype (mixed precision's
-  autocast applies to both), in eval mode with ``requires_grad_(False)``, and runs under
-  ``torch.no_grad()``;
+- it is put on the trainer's device and in the main model's dtype, in eval mode with
+  ``requires_grad_(False)``, and runs under ``torch.no_grad()`` and, with mixed precision
+  (``bf16`` / ``fp16``), under the autocast that accelerate gives the main model's forward;
 - it is an attribute of the trainer, never of the main model: ``Trainer.save_model`` and
   the checkpoints hold the main model only, and accelerate never sees it, so DDP, FSDP and
   DeepSpeed never wrap it;

@@ -16,16 +16,18 @@ output (GPT-2, Llama-style causal LMs, T5: whatever is done to the features befo
 head is kept). A model whose logits are changed after the head (BART's
 ``final_logits_bias``, soft-capping, a logit scale) or whose head is something else is
 not: it trains on its full logits, with one warning naming the model and the reason.
-The check runs once per model, on one sequence of the first batch, under
-``torch.no_grad()`` and with the random number generators restored afterwards.
+The check runs once per model, on one sequence of the first batch, with the random
+number generators restored afterwards: the head's output is made a leaf of the autograd
+graph, and the logits must be that leaf or dtype casts of it (mixed precision).
 """
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 
 from ..losses import Projection
+from ..losses.chunked import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +58,15 @@ class _Capture:
     def __init__(self, head: nn.Module, fuse: bool):
         self.head, self.fuse = head, fuse
         self.inputs, self.outputs = [], []
+        self.autocast = None
 
     def forward(self, h):
         self.inputs.append(h)
+        self.autocast = autocast_dtype(h.device.type)
         if self.fuse:
             return _EmptyLogits.apply(h, self.head.weight, self.head.bias)
-        out = nn.Linear.forward(self.head, h)
+        # a leaf: whatever the model does to the head's output is recorded from here on
+        out = nn.Linear.forward(self.head, h).detach().requires_grad_()
         self.outputs.append(out)
         return out
 
@@ -93,15 +98,28 @@ def uncovered_reason(model: nn.Module, inputs: Dict[str, object], batch: int) ->
         return f"its output embeddings are a {type(head).__name__}, not a plain torch.nn.Linear"
     devices = [inputs[k].device for k in inputs if torch.is_tensor(inputs[k])]
     cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda), torch.no_grad(), _Capture(head, fuse=False) as cap:
+    with torch.random.fork_rng(devices=cuda), torch.enable_grad(), _Capture(head, False) as cap:
         outputs = model(**_one_sequence(inputs, batch))
     if len(cap.outputs) != 1:
         return f"its forward calls the lm_head {len(cap.outputs)} times, not once"
-    logits, out = outputs["logits"], cap.outputs[0]
-    if logits.shape != out.shape or logits.data_ptr() != out.data_ptr():
+    if not _only_casts(outputs["logits"], cap.outputs[0]):
         return ("its logits are changed after the lm_head (e.g. BART's final_logits_bias, "
                 "soft-capping or a logit scale)")
     return None
+
+
+def _only_casts(logits: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether ``logits`` is the head's output ``out`` (a leaf), or only dtype casts of it
+    (accelerate's mixed precision returns fp32 outputs): no other operation in between."""
+    if logits.shape != out.shape:
+        return False
+    if logits is out:
+        return True
+    node = logits.grad_fn
+    while node is not None and type(node).__name__ == "ToCopyBackward0":
+        parents = [n for n, _ in node.next_functions if n is not None]
+        node = parents[0] if len(parents) == 1 else None
+    return type(node).__name__ == "AccumulateGrad" and node.variable is out
 
 
 class FusedOutput:
@@ -125,21 +143,25 @@ class FusedOutput:
         return reason is None
 
     @staticmethod
-    def forward(model: nn.Module, head: nn.Module, inputs) -> Tuple[object, Projection]:
-        """Run ``model`` (wrapped or not) with ``head`` (its unwrapped lm_head) replaced;
-        the outputs (their logits empty) and the features with the head's parameters."""
+    def forward(model: nn.Module, head: nn.Module, inputs):
+        """Run ``model`` (wrapped or not) with ``head`` (its unwrapped lm_head) replaced:
+        ``(outputs, projection, dtype)``, the outputs (their logits empty), the features with
+        the head's parameters, and the dtype autocast gave the head (None without autocast:
+        accelerate's mixed precision wraps the model's forward only, and the loss should
+        project in the dtype the head would have used)."""
         with _Capture(head, fuse=True) as cap:
             outputs = model(**inputs)
         if len(cap.inputs) != 1:
             raise RuntimeError(f"the lm_head ran {len(cap.inputs)} times in one forward")
         h = cap.inputs[0]
-        return outputs, Projection(h.reshape(-1, h.size(-1)), head.weight, head.bias)
+        projection = Projection(h.reshape(-1, h.size(-1)), head.weight, head.bias)
+        return outputs, projection, cap.autocast
 
 
 def projection_of(frozen: nn.Module, inputs) -> Projection:
     """The features and head of a frozen model (no gradient), for ``losses.FrozenLogits``."""
     head = output_layer(frozen)
     with torch.no_grad():
-        _, projection = FusedOutput.forward(frozen, head, inputs)
+        _, projection, _ = FusedOutput.forward(frozen, head, inputs)
     return projection
 

@@ -9,8 +9,9 @@ What it adds to ``Trainer(compute_loss_func=loss, callbacks=[loss])``:
   (``degenerative.py``); ``LfdPoeLoss``'s ``eos_token_id`` defaults to the main model's
   ``config.eos_token_id``;
 - ``fused_output=True``: in training, the loss takes the features entering the
-  ``lm_head`` and its weight instead of the logits (``fused.py``, docs/fused_output.md);
-  refused under FSDP and DeepSpeed, which release a sharded weight after the forward;
+  ``lm_head`` and its weight instead of the logits (``fused.py``, docs/fused_output.md),
+  and projects them in the dtype autocast gave the head (mixed precision); refused under
+  FSDP and DeepSpeed, which release a sharded weight after the forward;
 - an encoder-decoder batch without ``decoder_input_ids`` gets them from the labels, as
   the model itself would make them had it received the labels (a ``compute_loss_func``
   takes the labels away from the model);
@@ -21,6 +22,7 @@ The loss is the objective's sum over ``num_items_in_batch``, like the
 ``compute_loss_func`` path (``base.py``), so gradient accumulation and
 ``average_tokens_across_devices`` work as in ``Trainer.compute_loss``.
 """
+import contextlib
 import math
 from typing import Optional
 
@@ -124,8 +126,9 @@ class DivgenTrainer(Trainer):
             inputs["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
         training = model.training and torch.is_grad_enabled()
         batch = labels.size(0)
+        autocast = None
         if self._fused is not None and training and self._fused.covers(inner, inputs, batch):
-            outputs, source = self._fused.forward(model, output_layer(inner), inputs)
+            outputs, source, autocast = self._fused.forward(model, output_layer(inner), inputs)
             shape, device = (source.h.size(0), source.weight.size(0)), source.h.device
         else:
             outputs = model(**inputs)
@@ -137,9 +140,13 @@ class DivgenTrainer(Trainer):
             check_aligned(shape, target)  # raises, saying what to fix
         degenerative = None
         if self.degenerative is not None:
-            degenerative = self.degenerative.source(inputs, self._fused, batch)
-        loss = self.divgen_loss.loss(source, target, num_items_in_batch, training, degenerative)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            with self.accelerator.autocast():  # mixed precision as the main model's forward
+                degenerative = self.degenerative.source(inputs, self._fused, batch)
+        with torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext():
+            loss = self.divgen_loss.loss(source, target, num_items_in_batch, training,
+                                         degenerative)
+        if (getattr(self.args, "average_tokens_across_devices", False)
+                and num_items_in_batch is not None):
             # as Trainer.compute_loss: the count is global, DDP averages the gradients
             scale = self.accelerator.num_processes // getattr(self, "get_tp_size", lambda: 1)()
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
