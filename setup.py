@@ -13,10 +13,19 @@ def _version() -> str:
     raise RuntimeError("no __version__ in fairseq_divgen/__init__.py")
 
 
+# transformers >= 4.46 passes compute_loss_func the accumulated batch's num_items_in_batch;
+# fairseq_divgen.hf needs Python >= 3.10 (as transformers 5 does). Not TRL: it pulls in
+# datasets, whose pyarrow needs NumPy 2, which fairseq cannot import.
+HF = [
+    'transformers>=4.46; python_version >= "3.10"',
+    'accelerate>=0.26; python_version >= "3.10"',
+]
+
+
 setup(
     name="fairseq-divgen",
     version=_version(),
-    description="TaiLr and learning-from-a-degenerative-model (LFD) for fairseq",
+    description="TaiLr and learning-from-a-degenerative-model (LFD) for fairseq and transformers",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -39,8 +48,11 @@ setup(
         "rouge": ["rouge-score"],
         # the demo's quality-vs-diversity plot
         "plot": ["matplotlib>=3.5"],
-        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE
-        "test": ["pytest>=7", "rouge-score"],
+        # the transformers adapter, fairseq_divgen.hf (docs/transformers.md)
+        "hf": HF,
+        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE; the
+        # hf tests need transformers and accelerate (they skip without them)
+        "test": ["pytest>=7", "rouge-score", *HF],
     },
     entry_points={
         "console_scripts": [
