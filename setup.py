@@ -13,11 +13,12 @@ def _version() -> str:
     raise RuntimeError("no __version__ in fairseq_divgen/__init__.py")
 
 
-# transformers >= 4.46 passes compute_loss_func the accumulated batch's num_items_in_batch;
-# fairseq_divgen.hf needs Python >= 3.10 (as transformers 5 does). Not TRL: it pulls in
+# fairseq_divgen.hf (Python >= 3.10, as transformers 5). Its tests pass with transformers
+# 4.48.3, 4.50.3, 4.57.6 and 5.25.0; with 4.46.3 (the first with compute_loss_func) two
+# accumulated micro-batches do not update as one larger batch. Not TRL: it pulls in
 # datasets, whose pyarrow needs NumPy 2, which fairseq cannot import.
 HF = [
-    'transformers>=4.46; python_version >= "3.10"',
+    'transformers>=4.48; python_version >= "3.10"',
     'accelerate>=0.26; python_version >= "3.10"',
 ]
 

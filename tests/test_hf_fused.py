@@ -94,6 +94,14 @@ def test_a_model_changing_its_logits_after_the_head_trains_on_them_with_one_warn
     assert all(s[-1] == hf_tiny.VOCAB for s in shapes)
 
 
+def reset_accelerate_state():
+    """Forget accelerate's process-wide state (mixed precision, distributed setup), which
+    the Trainers of transformers 4.x otherwise carry into the next tests of this process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,6 +130,7 @@ def test_fused_loss_under_ddp_with_find_unused_parameters(tmp_path):
             grads[wrap] = {k: p.grad.clone() for k, p in model.named_parameters()}
     finally:
         dist.destroy_process_group()
+        reset_accelerate_state()
     assert grads[True]["lm_head.weight"].abs().sum() > 0
     for key in grads[False]:
         torch.testing.assert_close(grads[True][key], grads[False][key])
@@ -138,14 +147,19 @@ def test_fused_under_bf16_mixed_precision_projects_in_bf16(tmp_path, monkeypatch
         dtypes.append(self.dtype)
 
     losses = {}
-    for fused in (False, True):
-        monkeypatch.setattr(chunked.OutputLayer, "__init__", spy)
-        model, data, _ = make("gpt2-untied")
-        trainer = DivgenTrainer(model=model, loss=TailrLoss(density_ratio_threshold=0.1),
-                                fused_output=fused, train_dataset=data,
-                                args=hf_tiny.args(tmp_path / str(fused), max_steps=3,
-                                                  logging_steps=1, bf16=True))
-        trainer.train()
-        losses[fused] = hf_tiny.logged_losses(trainer)
+    # transformers 4.x's TrainingArguments(bf16=True) sets this for the whole process
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    try:
+        for fused in (False, True):
+            monkeypatch.setattr(chunked.OutputLayer, "__init__", spy)
+            model, data, _ = make("gpt2-untied")
+            trainer = DivgenTrainer(model=model, loss=TailrLoss(density_ratio_threshold=0.1),
+                                    fused_output=fused, train_dataset=data,
+                                    args=hf_tiny.args(tmp_path / str(fused), max_steps=3,
+                                                      logging_steps=1, bf16=True))
+            trainer.train()
+            losses[fused] = hf_tiny.logged_losses(trainer)
+    finally:
+        reset_accelerate_state()
     assert dtypes and set(dtypes) == {torch.bfloat16}  # the fused projections, as the head's
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)

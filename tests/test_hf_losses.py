@@ -348,3 +348,17 @@ def test_a_batch_using_every_id_as_a_target_is_an_error_with_the_fix():
     labels = torch.arange(V).repeat(4)[: 3 * (V + 1)].view(3, V + 1)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         MixceLoss()(outputs(logits, True), labels, 10)
+
+
+def test_logged_means_are_the_nll_and_accuracy_per_target_token():
+    logits, labels = batch(17)
+    loss = MixceLoss(mixing_ratio=0.5, report_accuracy=True)
+    loss(outputs(logits, True), labels, 100)  # a training batch (its logits require grad)
+    loss(outputs(logits.detach(), True), labels, 100)  # evaluation: not logged
+    logged = loss.pop_metrics()
+    z, y = pairs(logits.detach(), labels, True)
+    nll, _, real = nll_and_smooth(z, y)
+    correct = (z.argmax(-1).eq(y) & real).sum()
+    assert logged["nll_loss"] == pytest.approx(float(nll.sum() / real.sum()), rel=1e-12)
+    assert logged["accuracy"] == pytest.approx(float(correct / real.sum()), rel=1e-12)
+    assert loss.pop_metrics() == {}

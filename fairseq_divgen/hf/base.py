@@ -165,7 +165,7 @@ class DivgenLoss(TrainerCallback):
         token, and the objective's own values); resets the totals."""
         totals = {k: float(v) for k, v in self._totals.items()}
         self._totals = {}
-        return {k: round(v, 4) for k, v in self.summary(totals).items()} if totals else {}
+        return self.summary(totals) if totals else {}
 
 
 def _at_least_one(count):
