@@ -2,6 +2,7 @@
 ``fairseq_divgen.hf`` (nothing is downloaded): a GPT-2-style causal LM, a T5 and a BART,
 and a Llama, two layers, width 32, a vocabulary of 64, no dropout (runs that should agree draw no
 random numbers)."""
+import pytest
 import torch
 from transformers import (
     BartConfig,
@@ -18,6 +19,16 @@ from transformers import (
 VOCAB = 64
 PAD, BOS, EOS = 0, 1, 2
 LENGTH = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for a module's tiny models (the machine's cores are shared), then
+    the count it had: the rest of the suite keeps its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def gpt2(seed=0, vocab=VOCAB, tied=True, dtype=None):

@@ -5,10 +5,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM  # noqa: E402
+
+from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +17,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "transformers" /
 
 
 def test_the_example_runs_and_saves_the_lfd_model_alone(tmp_path, capsys):
-    torch.set_num_threads(1)
     spec = importlib.util.spec_from_file_location("finetune_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -14,11 +14,10 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 import hf_tiny  # noqa: E402
+from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 from fairseq_divgen.hf import DivgenTrainer, LfdPoeLoss, TruncatedCELoss  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

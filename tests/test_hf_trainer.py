@@ -13,6 +13,7 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
 import hf_tiny  # noqa: E402
+from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 from fairseq_divgen.hf import (  # noqa: E402
     DivgenTrainer,
     ErrorNormTruncationLoss,
@@ -24,8 +25,6 @@ from fairseq_divgen.hf import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.integration
-
-torch.set_num_threads(1)
 
 OBJECTIVES = {
     "tailr": lambda: TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3,
