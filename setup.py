@@ -14,10 +14,20 @@ def _version() -> str:
     raise RuntimeError("no __version__ in fairseq_divgen/__init__.py")
 
 
+# fairseq_divgen.hf (Python >= 3.10, as transformers 5). Its tests pass with transformers
+# 4.48.3, 4.50.3, 4.57.6 and 5.25.0; with 4.46.3 (the first with compute_loss_func) two
+# accumulated micro-batches do not update as one larger batch. Not TRL: it pulls in
+# datasets, whose pyarrow needs NumPy 2, which fairseq cannot import.
+HF = [
+    'transformers>=4.48; python_version >= "3.10"',
+    'accelerate>=0.26; python_version >= "3.10"',
+]
+
+
 setup(
     name="fairseq-divgen",
     version=_version(),
-    description="TaiLr and learning-from-a-degenerative-model (LFD) for fairseq",
+    description="TaiLr and learning-from-a-degenerative-model (LFD) for fairseq and transformers",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -40,9 +50,12 @@ setup(
         "rouge": ["rouge-score"],
         # the demo's quality-vs-diversity plot
         "plot": ["matplotlib>=3.5"],
-        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE;
-        # ruff lints and formats (python3 scripts/dev.py lint)
-        "test": ["pytest>=7", "rouge-score", "hypothesis", "ruff"],
+        # the transformers adapter, fairseq_divgen.hf (docs/transformers.md)
+        "hf": HF,
+        # rouge-score is light (pure Python): CI runs the summarization recipe's ROUGE; the
+        # hf tests need transformers and accelerate (they skip without them); pytest-xdist
+        # runs the suite on two workers; ruff lints and formats (python3 scripts/dev.py lint)
+        "test": ["pytest>=7", "pytest-xdist", "rouge-score", "hypothesis", "ruff", *HF],
     },
     entry_points={
         "console_scripts": [
