@@ -23,6 +23,7 @@ so that peak RSS does not depend on the history of frees.
 
     python scripts/bench_hf.py --out bench-hf      # writes bench-hf.json and bench-hf.md
 """
+
 import argparse
 import ctypes
 import json
@@ -79,20 +80,34 @@ def build(spec):
     transformers.logging.set_verbosity_error()
     kind, fused = spec["config"]
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=spec["vocab"], n_positions=spec["seq_len"],
-                        n_embd=spec["width"], n_layer=spec["layers"],
-                        n_head=max(1, spec["width"] // 64),
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=spec["vocab"],
+        n_positions=spec["seq_len"],
+        n_embd=spec["width"],
+        n_layer=spec["layers"],
+        n_head=max(1, spec["width"] // 64),
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = GPT2LMHeadModel(config)
-    args = TrainingArguments(output_dir=spec["workdir"], use_cpu=True, report_to=[],
-                             per_device_train_batch_size=spec["batch"], learning_rate=1e-4,
-                             save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=spec["workdir"],
+        use_cpu=True,
+        report_to=[],
+        per_device_train_batch_size=spec["batch"],
+        learning_rate=1e-4,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     if kind == "own":
         trainer = Trainer(model=model, args=args)
     else:
-        loss = (MixceLoss(mixing_ratio=1.0) if kind == "ce" else
-                TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3,
-                          label_smoothing=0.1))
+        loss = (
+            MixceLoss(mixing_ratio=1.0)
+            if kind == "ce"
+            else TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3, label_smoothing=0.1)
+        )
         trainer = DivgenTrainer(model=model, args=args, loss=loss, fused_output=fused)
     trainer.create_optimizer()
     g = torch.Generator().manual_seed(1)
@@ -134,8 +149,7 @@ def serve(conn, spec):
                 trainer.training_step(model, dict(batch), torch.tensor(float(count)))
                 trainer.optimizer.step()
                 model.zero_grad(set_to_none=True)
-                seconds.append((time.process_time() - start_cpu,
-                                time.perf_counter() - start_wall))
+                seconds.append((time.process_time() - start_cpu, time.perf_counter() - start_wall))
             conn.send({"seconds": seconds})
     except Exception:  # the parent reports it
         conn.send({"error": traceback.format_exc()})
@@ -145,14 +159,20 @@ def run(args) -> dict:
     """Start the workers, run the rounds, collect the rows."""
     ctx = multiprocessing.get_context("spawn")
     load_before = os.getloadavg()
-    spec_base = dict(vocab=args.vocab, seq_len=args.seq_len, batch=args.batch, width=args.width,
-                     layers=args.layers, threads=args.threads, batches=4,
-                     workdir=str(Path(args.out).with_suffix(".tmp")))
+    spec_base = dict(
+        vocab=args.vocab,
+        seq_len=args.seq_len,
+        batch=args.batch,
+        width=args.width,
+        layers=args.layers,
+        threads=args.threads,
+        batches=4,
+        workdir=str(Path(args.out).with_suffix(".tmp")),
+    )
     workers = {}
     for name, config in CONFIGS.items():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(child, {**spec_base, "config": config}),
-                           daemon=True)
+        proc = ctx.Process(target=serve, args=(child, {**spec_base, "config": config}), daemon=True)
         proc.start()
         workers[name] = (parent, proc)
         reply = parent.recv()  # one at a time: their peaks do not overlap while building
@@ -189,30 +209,37 @@ def run(args) -> dict:
     base = summaries[BASELINE]
     for name in names:
         cpu = [throughput(r, 0) for r in rounds[name]]
-        ratio = [throughput(r, 0) / throughput(b, 0)
-                 for r, b in zip(rounds[name], rounds[BASELINE])]
+        ratio = [
+            throughput(r, 0) / throughput(b, 0) for r, b in zip(rounds[name], rounds[BASELINE])
+        ]
         wall = [throughput(r, 1) for r in rounds[name]]
         peak = summaries[name]["peak_mb"]
         above = peak - summaries[name]["base_mb"]
-        rows.append({
-            "configuration": name,
-            "tokens_per_cpu_s": statistics.median(cpu),
-            "vs_own_loss": statistics.median(ratio),
-            "tokens_per_wall_s": statistics.median(wall),
-            "seconds_per_step_cpu": tokens / statistics.median(cpu),
-            "peak_rss_mb": peak,
-            "peak_rss_vs_own": peak / base["peak_mb"],
-            "peak_above_imports_mb": above,
-            "above_imports_vs_own": above / (base["peak_mb"] - base["base_mb"]),
-        })
+        rows.append(
+            {
+                "configuration": name,
+                "tokens_per_cpu_s": statistics.median(cpu),
+                "vs_own_loss": statistics.median(ratio),
+                "tokens_per_wall_s": statistics.median(wall),
+                "seconds_per_step_cpu": tokens / statistics.median(cpu),
+                "peak_rss_mb": peak,
+                "peak_rss_vs_own": peak / base["peak_mb"],
+                "peak_above_imports_mb": above,
+                "above_imports_vs_own": above / (base["peak_mb"] - base["base_mb"]),
+            }
+        )
     import torch
     import transformers
 
     return {
         "settings": vars(args) | {"out": str(args.out)},
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "transformers": transformers.__version__,
-                    "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rows": rows,
     }

@@ -57,12 +57,21 @@ def setup() -> Path:
     return py
 
 
+# Two pytest workers (pytest-xdist), each test file on one of them (its module fixtures,
+# which train tiny models once per file, are then built once): most tests wait on fairseq
+# subprocesses of one thread, so two workers use the two cores of CI's machine.
+WORKERS = ["-n", "2", "--dist", "loadfile"]
+
+
 def pytest_args(rest) -> list:
     """pytest's arguments for ``dev.py test REST``: ``--fast`` selects the unit tier; the
-    whole suite (pytest.ini's testpaths) unless a path or node id is given."""
+    whole suite (pytest.ini's testpaths) unless a path or node id is given; two workers
+    unless ``-n`` is given."""
     args = [a for a in rest if a != "--fast"]
     if len(args) != len(rest):
         args = ["-m", "unit", *args]
+    if not any(a == "-n" or a.startswith(("-n=", "--numprocesses")) for a in args):
+        args = [*WORKERS, *args]
     return args
 
 

@@ -1,6 +1,7 @@
 """The transformers example of docs/transformers.md runs as written (``--tiny``: a few
 updates of tiny models, in this process): TaiLr on a causal LM and on a T5, LFD's two
 stages, each saved model loadable."""
+
 import importlib.util
 from pathlib import Path
 

@@ -3,6 +3,7 @@ runs as on the full logits (same logged losses, same parameters) while the lm_he
 makes the (tokens, vocabulary) logits; a model whose logits are changed after its head
 (BART) trains on its full logits with one warning; under torch's DDP with
 ``find_unused_parameters`` the fused loss gives the gradients of one process alone."""
+
 import logging
 import socket
 
@@ -12,7 +13,6 @@ import torch
 pytest.importorskip("transformers")
 
 import hf_tiny  # noqa: E402
-from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 from fairseq_divgen.hf import (  # noqa: E402
     DivgenTrainer,
     ErrorNormTruncationLoss,
@@ -23,12 +23,14 @@ from fairseq_divgen.hf import (  # noqa: E402
     TruncatedCELoss,
     UnlikelihoodLoss,
 )
+from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 
 pytestmark = pytest.mark.integration
 
 OBJECTIVES = {
-    "tailr": lambda: TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3,
-                               label_smoothing=0.1),
+    "tailr": lambda: TailrLoss(
+        density_ratio_threshold=0.1, density_min_weight=0.3, label_smoothing=0.1
+    ),
     "truncated_ce": lambda: TruncatedCELoss(truncation_ratio=0.5),
     "lfd_poe": lambda: LfdPoeLoss(label_smoothing=0.1),
     "unlikelihood": lambda: UnlikelihoodLoss(),
@@ -53,19 +55,28 @@ def train(tmp_path, kind, name, fused):
     model, data, degenerative = make(kind)
     shapes = []
     model.get_output_embeddings().register_forward_hook(
-        lambda m, i, o: shapes.append(tuple(o.shape)))
+        lambda m, i, o: shapes.append(tuple(o.shape))
+    )
     extra = {"degenerative_model": degenerative} if name == "lfd_poe" else {}
-    trainer = DivgenTrainer(model=model, loss=OBJECTIVES[name](), fused_output=fused,
-                            args=hf_tiny.args(tmp_path, max_steps=4, logging_steps=1, optim="sgd",
-                                              learning_rate=0.5),
-                            train_dataset=data, **extra)
+    trainer = DivgenTrainer(
+        model=model,
+        loss=OBJECTIVES[name](),
+        fused_output=fused,
+        args=hf_tiny.args(tmp_path, max_steps=4, logging_steps=1, optim="sgd", learning_rate=0.5),
+        train_dataset=data,
+        **extra,
+    )
     trainer.train()
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     return hf_tiny.logged_losses(trainer), params, shapes
 
 
 CASES = [("gpt2-untied", name) for name in sorted(OBJECTIVES)] + [
-    ("t5", "tailr"), ("t5", "unlikelihood"), ("t5", "lfd_poe"), ("llama", "tailr")]
+    ("t5", "tailr"),
+    ("t5", "unlikelihood"),
+    ("t5", "lfd_poe"),
+    ("llama", "tailr"),
+]
 
 
 @pytest.mark.parametrize("kind,name", CASES)
@@ -82,7 +93,8 @@ def test_fused_training_equals_training_on_the_logits_without_making_them(tmp_pa
 
 
 def test_a_model_changing_its_logits_after_the_head_trains_on_them_with_one_warning(
-        tmp_path, caplog):
+    tmp_path, caplog
+):
     losses, params, _ = train(tmp_path / "full", "bart", "tailr", fused=False)
     with caplog.at_level(logging.WARNING, logger="fairseq_divgen.hf.fused"):
         fused_losses, fused_params, shapes = train(tmp_path / "fused", "bart", "tailr", fused=True)
@@ -114,13 +126,18 @@ def test_fused_loss_under_ddp_with_find_unused_parameters(tmp_path):
 
     batch = hf_tiny.collate(hf_tiny.lm_data(8))
     grads = {}
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                            world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
     try:
         for wrap in (False, True):
             model = hf_tiny.gpt2(tied=False)
-            trainer = DivgenTrainer(model=model, args=hf_tiny.args(tmp_path), fused_output=True,
-                                    loss=TailrLoss(density_ratio_threshold=0.1))
+            trainer = DivgenTrainer(
+                model=model,
+                args=hf_tiny.args(tmp_path),
+                fused_output=True,
+                loss=TailrLoss(density_ratio_threshold=0.1),
+            )
             run = DistributedDataParallel(model, find_unused_parameters=True) if wrap else model
             run.train()
             for _ in range(2):  # a second step fails if DDP saw the head's gradient as unexpected
@@ -152,10 +169,13 @@ def test_fused_under_bf16_mixed_precision_projects_in_bf16(tmp_path, monkeypatch
         for fused in (False, True):
             monkeypatch.setattr(chunked.OutputLayer, "__init__", spy)
             model, data, _ = make("gpt2-untied")
-            trainer = DivgenTrainer(model=model, loss=TailrLoss(density_ratio_threshold=0.1),
-                                    fused_output=fused, train_dataset=data,
-                                    args=hf_tiny.args(tmp_path / str(fused), max_steps=3,
-                                                      logging_steps=1, bf16=True))
+            trainer = DivgenTrainer(
+                model=model,
+                loss=TailrLoss(density_ratio_threshold=0.1),
+                fused_output=fused,
+                train_dataset=data,
+                args=hf_tiny.args(tmp_path / str(fused), max_steps=3, logging_steps=1, bf16=True),
+            )
             trainer.train()
             losses[fused] = hf_tiny.logged_losses(trainer)
     finally:

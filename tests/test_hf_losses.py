@@ -2,6 +2,7 @@
 on random float64 logits, equals (loss and gradient) a computation written here from the
 formulas: labels shifted for a causal LM (not for an encoder-decoder), -100 ignored, the
 sum divided by ``num_items_in_batch``; the arguments' errors name the argument."""
+
 import math
 from fractions import Fraction
 from types import SimpleNamespace
@@ -83,8 +84,9 @@ def grad_of(loss, logits):
 def check(adapter_loss, reference_loss, logits):
     """Same value and same gradient with respect to the logits."""
     assert adapter_loss.item() == pytest.approx(reference_loss.item(), rel=1e-10)
-    torch.testing.assert_close(grad_of(adapter_loss, logits), grad_of(reference_loss, logits),
-                               rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        grad_of(adapter_loss, logits), grad_of(reference_loss, logits), rtol=1e-9, atol=1e-12
+    )
 
 
 def state(step):
@@ -99,12 +101,14 @@ def at_step(loss, step):
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "seq2seq"])
-@pytest.mark.parametrize("gamma,min_weight,eps",
-                         [(0.1, 0.3, 0.1), (0.8, 0.0, 0.0), (1e-7, 0.2, 0.1)])
+@pytest.mark.parametrize(
+    "gamma,min_weight,eps", [(0.1, 0.3, 0.1), (0.8, 0.0, 0.0), (1e-7, 0.2, 0.1)]
+)
 def test_tailr_is_the_weighted_nll_with_eps_over_v_smoothing(causal, gamma, min_weight, eps):
     logits, labels = batch(1)
-    loss = TailrLoss(density_ratio_threshold=gamma, density_min_weight=min_weight,
-                     label_smoothing=eps)
+    loss = TailrLoss(
+        density_ratio_threshold=gamma, density_min_weight=min_weight, label_smoothing=eps
+    )
     n = count(labels, causal) + EXTRA
     got = loss(outputs(logits, causal), labels, n)
     z, y = pairs(logits, labels, causal)
@@ -124,8 +128,11 @@ def test_tailr_at_gamma_1_without_clamp_is_trl_dft_and_mixce_at_eta_0():
         return (torch.exp(-nll).detach() * nll).sum() / n
 
     out = outputs(logits, True)
-    check(TailrLoss(density_ratio_threshold=1.0, density_min_weight=0.0)(out, labels, n), dft(),
-          logits)
+    check(
+        TailrLoss(density_ratio_threshold=1.0, density_min_weight=0.0)(out, labels, n),
+        dft(),
+        logits,
+    )
     check(MixceLoss(mixing_ratio=0.0)(out, labels, n), dft(), logits)
 
 
@@ -200,8 +207,9 @@ def test_error_norm_truncation_drops_tokens_far_from_their_one_hot_after_the_sta
     per = label_smoothed(z, y, eps)
 
     def make():
-        return ErrorNormTruncationLoss(token_prune_threshold=threshold, label_smoothing=eps,
-                                       start_prune_iteration=1)
+        return ErrorNormTruncationLoss(
+            token_prune_threshold=threshold, label_smoothing=eps, start_prune_iteration=1
+        )
 
     # update 1 completed: at most start_prune_iteration, plain label-smoothed MLE
     check(at_step(make(), 1)(outputs(logits, causal), labels, n), per.sum() / n, logits)
@@ -257,7 +265,8 @@ def lfd_reference(z, zd, y, beta, lam, eps, eos, eos_in_product):
     else:  # p(eos) = q(eos); the other symbols share 1 - q(eos) as a product of experts
         is_eos = torch.arange(V) == eos
         logp = F.log_softmax(s.masked_fill(is_eos, -math.inf), -1) + torch.log1p(
-            -lq[:, eos : eos + 1].exp())
+            -lq[:, eos : eos + 1].exp()
+        )
         logp = torch.where(is_eos, lq, logp)
     real = y.ne(-100)
     ys = y.clamp(min=0)[:, None]
@@ -272,11 +281,17 @@ def lfd_reference(z, zd, y, beta, lam, eps, eos, eos_in_product):
 def test_lfd_poe_is_the_product_of_experts_plus_lambda_nll(eos_in_product):
     eos = 3
     logits, labels = batch(8, eos=eos)
-    degen = 2.0 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(9),
-                              dtype=torch.float64)
+    degen = 2.0 * torch.randn(
+        logits.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64
+    )
     beta, lam, eps = 0.7, 3.0, 0.1
-    loss = LfdPoeLoss(degenerative_scale=beta, mle_weight=lam, label_smoothing=eps,
-                      eos_in_product=eos_in_product, eos_token_id=eos)
+    loss = LfdPoeLoss(
+        degenerative_scale=beta,
+        mle_weight=lam,
+        label_smoothing=eps,
+        eos_in_product=eos_in_product,
+        eos_token_id=eos,
+    )
     n = count(labels, True) + EXTRA
     target = loss.targets(labels, causal=True)
     got = loss.loss(logits.reshape(-1, V), target, n, True, degen.reshape(-1, V))
@@ -301,25 +316,29 @@ def test_without_num_items_the_loss_is_the_mean_over_this_batch():
     logits, labels = batch(12)
     z, y = pairs(logits, labels, True)
     nll, _, real = nll_and_smooth(z, y)
-    check(MixceLoss(mixing_ratio=1.0)(outputs(logits, True), labels), nll.sum() / real.sum(),
-          logits)
+    check(
+        MixceLoss(mixing_ratio=1.0)(outputs(logits, True), labels), nll.sum() / real.sum(), logits
+    )
 
 
 # -- errors: named argument and fix, before any step ------------------------------------
-@pytest.mark.parametrize("make,name", [
-    (lambda: TailrLoss(density_ratio_threshold=1.5), "density_ratio_threshold"),
-    (lambda: TailrLoss(density_min_weight=-0.1), "density_min_weight"),
-    (lambda: TailrLoss(label_smoothing=2.0), "label_smoothing"),
-    (lambda: TruncatedCELoss(truncation_ratio=0.0), "truncation_ratio"),
-    (lambda: LfdPoeLoss(mle_weight=-1.0), "mle_weight"),
-    (lambda: LfdPoeLoss(degenerative_scale=math.inf), "degenerative_scale"),
-    (lambda: UnlikelihoodLoss(rank_alpha=-1.0), "rank_alpha"),
-    (lambda: LossTruncationLoss(dropc=1.0), "dropc"),
-    (lambda: LossTruncationLoss(recompute=0), "recompute"),
-    (lambda: MixceLoss(mixing_ratio=1.5), "mixing_ratio"),
-    (lambda: ErrorNormTruncationLoss(), "token_prune_threshold"),
-    (lambda: ErrorNormTruncationLoss(token_prune_threshold=1.5), "token_prune_threshold"),
-])
+@pytest.mark.parametrize(
+    "make,name",
+    [
+        (lambda: TailrLoss(density_ratio_threshold=1.5), "density_ratio_threshold"),
+        (lambda: TailrLoss(density_min_weight=-0.1), "density_min_weight"),
+        (lambda: TailrLoss(label_smoothing=2.0), "label_smoothing"),
+        (lambda: TruncatedCELoss(truncation_ratio=0.0), "truncation_ratio"),
+        (lambda: LfdPoeLoss(mle_weight=-1.0), "mle_weight"),
+        (lambda: LfdPoeLoss(degenerative_scale=math.inf), "degenerative_scale"),
+        (lambda: UnlikelihoodLoss(rank_alpha=-1.0), "rank_alpha"),
+        (lambda: LossTruncationLoss(dropc=1.0), "dropc"),
+        (lambda: LossTruncationLoss(recompute=0), "recompute"),
+        (lambda: MixceLoss(mixing_ratio=1.5), "mixing_ratio"),
+        (lambda: ErrorNormTruncationLoss(), "token_prune_threshold"),
+        (lambda: ErrorNormTruncationLoss(token_prune_threshold=1.5), "token_prune_threshold"),
+    ],
+)
 def test_an_argument_out_of_range_is_an_error_naming_it(make, name):
     with pytest.raises(ValueError, match=name):
         make()
@@ -343,11 +362,16 @@ def test_outputs_of_unknown_kind_ask_for_causal():
         MixceLoss()({"logits": logits}, labels, 10)
 
 
-def test_a_batch_using_every_id_as_a_target_is_an_error_with_the_fix():
+def test_a_batch_using_every_id_as_a_target_is_scored():
+    # the -100 labels need no free id of the vocabulary: the objectives mask by position
     logits, _ = batch(16, b=3, t=V + 1)
     labels = torch.arange(V).repeat(4)[: 3 * (V + 1)].view(3, V + 1)
-    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        MixceLoss()(outputs(logits, True), labels, 10)
+    labels[1, -3:] = -100
+    loss = MixceLoss(mixing_ratio=1.0)(outputs(logits, True), labels, 10)
+    nll, _, real = nll_and_smooth(*pairs(logits.detach(), labels, True))
+    assert real.sum() < real.numel() and loss.item() == pytest.approx(
+        nll.sum().item() / 10, rel=1e-12
+    )
 
 
 def test_logged_means_are_the_nll_and_accuracy_per_target_token():

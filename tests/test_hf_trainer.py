@@ -3,6 +3,7 @@ the loss as a callback) and through ``DivgenTrainer``, on a tiny GPT-2 and a tin
 the loss is finite and falls; gradient accumulation over 2 micro-batches gives the
 update of one batch twice as large; the update count of the warm-ups and of ENT's start
 is the Trainer's ``global_step``."""
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
 import hf_tiny  # noqa: E402
-from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 from fairseq_divgen.hf import (  # noqa: E402
     DivgenTrainer,
     ErrorNormTruncationLoss,
@@ -23,19 +23,26 @@ from fairseq_divgen.hf import (  # noqa: E402
     TruncatedCELoss,
     UnlikelihoodLoss,
 )
+from hf_tiny import one_thread  # noqa: E402,F401  (autouse fixture)
 
 pytestmark = pytest.mark.integration
 
 OBJECTIVES = {
-    "tailr": lambda: TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3,
-                               label_smoothing=0.1, density_ratio_warmup_updates=2),
+    "tailr": lambda: TailrLoss(
+        density_ratio_threshold=0.1,
+        density_min_weight=0.3,
+        label_smoothing=0.1,
+        density_ratio_warmup_updates=2,
+    ),
     "truncated_ce": lambda: TruncatedCELoss(truncation_ratio=0.5, truncation_warmup_updates=2),
     "unlikelihood": lambda: UnlikelihoodLoss(rank_alpha=1.0),
-    "loss_truncation": lambda: LossTruncationLoss(dropc=0.4, min_count=16, recompute=16,
-                                                  label_smoothing=0.1),
+    "loss_truncation": lambda: LossTruncationLoss(
+        dropc=0.4, min_count=16, recompute=16, label_smoothing=0.1
+    ),
     "mixce": lambda: MixceLoss(mixing_ratio=0.5),
-    "error_norm_truncation": lambda: ErrorNormTruncationLoss(token_prune_threshold=1.0,
-                                                             start_prune_iteration=2),
+    "error_norm_truncation": lambda: ErrorNormTruncationLoss(
+        token_prune_threshold=1.0, start_prune_iteration=2
+    ),
 }  # lfd_poe: tests/test_hf_lfd.py
 
 
@@ -57,8 +64,13 @@ def assert_trained(trainer):
 def test_every_objective_trains_with_transformers_trainer(tmp_path, name, kind):
     loss = OBJECTIVES[name]()
     model, data = kind_data(kind)
-    trainer = Trainer(model=model, args=hf_tiny.args(tmp_path, max_steps=10), train_dataset=data,
-                      compute_loss_func=loss, callbacks=[loss])
+    trainer = Trainer(
+        model=model,
+        args=hf_tiny.args(tmp_path, max_steps=10),
+        train_dataset=data,
+        compute_loss_func=loss,
+        callbacks=[loss],
+    )
     trainer.train()
     assert_trained(trainer)
 
@@ -67,8 +79,9 @@ def test_every_objective_trains_with_transformers_trainer(tmp_path, name, kind):
 def test_every_objective_trains_with_divgen_trainer_and_logs_its_values(tmp_path, name):
     model = hf_tiny.gpt2()
     args = hf_tiny.args(tmp_path, max_steps=10, save_strategy="steps", save_steps=10)
-    trainer = DivgenTrainer(model=model, args=args, loss=OBJECTIVES[name](),
-                            train_dataset=hf_tiny.lm_data())
+    trainer = DivgenTrainer(
+        model=model, args=args, loss=OBJECTIVES[name](), train_dataset=hf_tiny.lm_data()
+    )
     trainer.train()
     assert_trained(trainer)
     last = [h for h in trainer.state.log_history if "loss" in h][-1]
@@ -85,15 +98,23 @@ def params(model):
 def one_update(tmp_path, make_model, data, loss, batch, accumulate, trainer_cls=Trainer, **kw):
     """The parameters after one SGD update over all of ``data`` (8 sequences)."""
     model = make_model()
-    settings = dict(max_steps=1, per_device_train_batch_size=batch,
-                    gradient_accumulation_steps=accumulate, optim="sgd", learning_rate=0.5,
-                    lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1)
+    settings = dict(
+        max_steps=1,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulate,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        logging_steps=1,
+    )
     if trainer_cls is Trainer:
         kw.update(compute_loss_func=loss, callbacks=[loss])
     else:
         kw.update(loss=loss)
-    trainer = trainer_cls(model=model, args=hf_tiny.args(tmp_path, **settings),
-                          train_dataset=data, **kw)
+    trainer = trainer_cls(
+        model=model, args=hf_tiny.args(tmp_path, **settings), train_dataset=data, **kw
+    )
     trainer.train()
     return params(model), hf_tiny.logged_losses(trainer)[0]
 
@@ -127,8 +148,9 @@ def logged(trainer, key):
 
 def test_update_counts_are_the_trainers_global_step_under_gradient_accumulation(tmp_path):
     data = hf_tiny.lm_data(48)
-    settings = dict(max_steps=6, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                    logging_steps=1)
+    settings = dict(
+        max_steps=6, per_device_train_batch_size=4, gradient_accumulation_steps=2, logging_steps=1
+    )
     runs = {
         "tailr_gamma": TailrLoss(density_ratio_threshold=0.1, density_ratio_warmup_updates=4),
         "kept_ratio": TruncatedCELoss(truncation_ratio=0.5, truncation_warmup_updates=3),
@@ -136,8 +158,12 @@ def test_update_counts_are_the_trainers_global_step_under_gradient_accumulation(
     }
     seen = {}
     for key, loss in runs.items():
-        trainer = DivgenTrainer(model=hf_tiny.gpt2(), args=hf_tiny.args(tmp_path / key, **settings),
-                                loss=loss, train_dataset=data)
+        trainer = DivgenTrainer(
+            model=hf_tiny.gpt2(),
+            args=hf_tiny.args(tmp_path / key, **settings),
+            loss=loss,
+            train_dataset=data,
+        )
         trainer.train()
         seen[key] = logged(trainer, key)
     # update k (0-based) is logged at step k + 1, both micro-batches at the same count

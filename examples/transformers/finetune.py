@@ -16,6 +16,7 @@ downloaded; a word-level tokenizer is trained on the corpus):
     python examples/transformers/finetune.py --out /tmp/divgen-hf     # under a minute on a CPU
     python examples/transformers/finetune.py --tiny --out /tmp/divgen-hf  # seconds (the test)
 """
+
 import argparse
 import random
 from pathlib import Path
@@ -45,8 +46,12 @@ ENDINGS = ["today", "at night", "in the morning", "again", "every day"]
 def corpus(n: int, seed: int = 0) -> list:
     """``n`` short synthetic sentences (a stand-in for your own text)."""
     rng = random.Random(seed)
-    return [" ".join([rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS),
-                      rng.choice(ENDINGS)]) for _ in range(n)]
+    return [
+        " ".join(
+            [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(ENDINGS)]
+        )
+        for _ in range(n)
+    ]
 
 
 def word_tokenizer(texts) -> PreTrainedTokenizerFast:
@@ -55,8 +60,13 @@ def word_tokenizer(texts) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   bos_token="[BOS]", eos_token="[EOS]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+    )
 
 
 def lm_examples(tokenizer, texts) -> list:
@@ -67,34 +77,62 @@ def lm_examples(tokenizer, texts) -> list:
 def seq2seq_examples(tokenizer, texts) -> list:
     """Encoder-decoder examples: a sentence, and its words reversed as the target."""
     eos = [tokenizer.eos_token_id]
-    return [{"input_ids": tokenizer(t)["input_ids"] + eos,
-             "labels": tokenizer(" ".join(t.split()[::-1]))["input_ids"] + eos} for t in texts]
+    return [
+        {
+            "input_ids": tokenizer(t)["input_ids"] + eos,
+            "labels": tokenizer(" ".join(t.split()[::-1]))["input_ids"] + eos,
+        }
+        for t in texts
+    ]
 
 
 def causal_lm(tokenizer, width: int) -> GPT2LMHeadModel:
     """A small GPT-2 from a config (random weights)."""
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=width, n_layer=2,
-                        n_head=4, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=width,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPT2LMHeadModel(config)
 
 
 def seq2seq_model(tokenizer, width: int) -> T5ForConditionalGeneration:
     """A small T5 from a config (random weights)."""
-    config = T5Config(vocab_size=len(tokenizer), d_model=width, d_kv=width // 4, d_ff=2 * width,
-                      num_layers=2, num_heads=4, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=width,
+        d_kv=width // 4,
+        d_ff=2 * width,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
     return T5ForConditionalGeneration(config)
 
 
 def training_args(out: Path, steps: int) -> TrainingArguments:
     """CPU, no reporting, no checkpoints during training (``save_model`` saves at the end)."""
-    return TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=16,
-                             learning_rate=3e-3, lr_scheduler_type="constant",
-                             logging_steps=max(1, steps // 5),
-                             save_strategy="no", report_to=[], use_cpu=True,
-                             dataloader_num_workers=0, disable_tqdm=True, seed=0)
+    return TrainingArguments(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        logging_steps=max(1, steps // 5),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+    )
 
 
 def first_loss_and_last(trainer) -> str:
@@ -106,8 +144,9 @@ def first_loss_and_last(trainer) -> str:
 def sample(model, tokenizer, prompt: str) -> str:
     """A greedy continuation of ``prompt``."""
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    out = model.generate(ids, max_new_tokens=8, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
     return tokenizer.decode(out[0], skip_special_tokens=True)
 
 
@@ -126,32 +165,51 @@ def main(argv=None) -> int:
     # and also a callback (it reads the update count for density_ratio_warmup_updates).
     lm_data = lm_examples(tokenizer, texts)
     lm_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    tailr = TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3, label_smoothing=0.1,
-                      density_ratio_warmup_updates=steps // 3)
-    trainer = Trainer(model=causal_lm(tokenizer, width), args=training_args(args.out / "lm", steps),
-                      train_dataset=lm_data, data_collator=lm_collator,
-                      compute_loss_func=tailr, callbacks=[tailr])
+    tailr = TailrLoss(
+        density_ratio_threshold=0.1,
+        density_min_weight=0.3,
+        label_smoothing=0.1,
+        density_ratio_warmup_updates=steps // 3,
+    )
+    trainer = Trainer(
+        model=causal_lm(tokenizer, width),
+        args=training_args(args.out / "lm", steps),
+        train_dataset=lm_data,
+        data_collator=lm_collator,
+        compute_loss_func=tailr,
+        callbacks=[tailr],
+    )
     trainer.train()
-    print(f"causal LM, TaiLr: {first_loss_and_last(trainer)}; "
-          f"'{sample(trainer.model, tokenizer, 'the cat')}'")
+    print(
+        f"causal LM, TaiLr: {first_loss_and_last(trainer)}; "
+        f"'{sample(trainer.model, tokenizer, 'the cat')}'"
+    )
 
     # 2. Encoder-decoder + TaiLr with DivgenTrainer and the fused output path.
     model = seq2seq_model(tokenizer, width)
-    trainer = DivgenTrainer(model=model, args=training_args(args.out / "seq2seq", steps),
-                            loss=TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3),
-                            fused_output=True, train_dataset=seq2seq_examples(tokenizer, texts),
-                            data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    trainer = DivgenTrainer(
+        model=model,
+        args=training_args(args.out / "seq2seq", steps),
+        loss=TailrLoss(density_ratio_threshold=0.1, density_min_weight=0.3),
+        fused_output=True,
+        train_dataset=seq2seq_examples(tokenizer, texts),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
     trainer.train()
-    print(f"seq2seq, TaiLr (fused): {first_loss_and_last(trainer)}; "
-          f"'{sample(trainer.model, tokenizer, texts[0])}' for '{texts[0]}'")
+    print(
+        f"seq2seq, TaiLr (fused): {first_loss_and_last(trainer)}; "
+        f"'{sample(trainer.model, tokenizer, texts[0])}' for '{texts[0]}'"
+    )
 
     # 3. LFD. Stage 1: the degenerative model learns only from the easiest half of the
     # tokens of each batch; saved like any model.
-    stage1 = DivgenTrainer(model=causal_lm(tokenizer, width),
-                           args=training_args(args.out / "lfd-stage1", steps),
-                           loss=TruncatedCELoss(truncation_ratio=0.5,
-                                                truncation_warmup_updates=steps // 3),
-                           train_dataset=lm_data, data_collator=lm_collator)
+    stage1 = DivgenTrainer(
+        model=causal_lm(tokenizer, width),
+        args=training_args(args.out / "lfd-stage1", steps),
+        loss=TruncatedCELoss(truncation_ratio=0.5, truncation_warmup_updates=steps // 3),
+        train_dataset=lm_data,
+        data_collator=lm_collator,
+    )
     stage1.train()
     stage1.save_model(str(args.out / "degenerative"))
     print(f"LFD stage 1 (truncated_ce): {first_loss_and_last(stage1)}")
@@ -159,15 +217,20 @@ def main(argv=None) -> int:
     # Stage 2: a new model trained as a product of experts with the frozen stage-1 model
     # (loaded once, on the trainer's device, never in the checkpoints); EOS is
     # model.config.eos_token_id. Only the new model is saved and generates.
-    stage2 = DivgenTrainer(model=causal_lm(tokenizer, width),
-                           args=training_args(args.out / "lfd-stage2", steps),
-                           loss=LfdPoeLoss(degenerative_scale=1.0, mle_weight=3.0),
-                           degenerative_model=str(args.out / "degenerative"),
-                           train_dataset=lm_data, data_collator=lm_collator)
+    stage2 = DivgenTrainer(
+        model=causal_lm(tokenizer, width),
+        args=training_args(args.out / "lfd-stage2", steps),
+        loss=LfdPoeLoss(degenerative_scale=1.0, mle_weight=3.0),
+        degenerative_model=str(args.out / "degenerative"),
+        train_dataset=lm_data,
+        data_collator=lm_collator,
+    )
     stage2.train()
     stage2.save_model(str(args.out / "lfd"))
-    print(f"LFD stage 2 (lfd_poe): {first_loss_and_last(stage2)}; "
-          f"'{sample(stage2.model, tokenizer, 'the cat')}'")
+    print(
+        f"LFD stage 2 (lfd_poe): {first_loss_and_last(stage2)}; "
+        f"'{sample(stage2.model, tokenizer, 'the cat')}'"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ fairseq, and neither the fairseq plugin nor ``divgen-score`` imports this subpac
     DivgenTrainer(model, args, loss=loss, fused_output=True, ...)
     DivgenTrainer(model, args, loss=LfdPoeLoss(), degenerative_model="stage1/", ...)
 """
+
 try:
     import transformers  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -32,10 +33,18 @@ from .objectives import (
 )
 from .trainer import DivgenTrainer
 
-LOSSES = {cls.criterion: cls for cls in (
-    TailrLoss, TruncatedCELoss, LfdPoeLoss, UnlikelihoodLoss, LossTruncationLoss, MixceLoss,
-    ErrorNormTruncationLoss,
-)}  # by fairseq criterion name
+LOSSES = {
+    cls.criterion: cls
+    for cls in (
+        TailrLoss,
+        TruncatedCELoss,
+        LfdPoeLoss,
+        UnlikelihoodLoss,
+        LossTruncationLoss,
+        MixceLoss,
+        ErrorNormTruncationLoss,
+    )
+}  # by fairseq criterion name
 
 __all__ = [
     "LOSSES",

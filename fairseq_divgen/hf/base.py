@@ -19,23 +19,23 @@ ways, ``Trainer(compute_loss_func=loss, callbacks=[loss])``, or use ``DivgenTrai
 (evaluation runs under ``torch.no_grad()``); the fairseq criterions' validation rules
 apply otherwise (e.g. TaiLr's gamma without warm-up, no truncation for ENT).
 """
+
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Optional, Tuple
+from typing import ClassVar, Dict, Optional
 
 import torch
 from torch import Tensor
 from transformers import TrainerCallback
 
 from ..checks import check_non_negative
-from ..losses import Projection
 from .targets import (
+    IGNORE_INDEX,
     aligned_targets,
     causal_from_outputs,
     check_aligned,
     target_count,
-    with_sentinel,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,15 +68,12 @@ class DivgenLoss(TrainerCallback):
         """Raise a ValueError naming the argument whose value is out of range."""
         check_non_negative("ignore_prefix_size", self.ignore_prefix_size)
 
-    def sums(self, source, target: Tensor, pad: int, training: bool,
-             degenerative=None) -> Dict[str, Tensor]:
+    def sums(
+        self, source, target: Tensor, pad: int, training: bool, degenerative=None
+    ) -> Dict[str, Tensor]:
         """The objective's sums (``loss`` first) over ``source`` (B * T rows) and ``target``
-        (B, T), whose ignored entries are ``pad`` (``targets.with_sentinel``)."""
+        (B, T), whose ignored entries are ``pad`` (-100)."""
         raise NotImplementedError
-
-    def reserved_ids(self) -> Tuple[int, ...]:
-        """Ids that must not stand for the ignored labels (LFD's EOS)."""
-        return ()
 
     def denominator(self, sums: Dict[str, Tensor], count):
         """What the summed loss is divided by: ``num_items_in_batch`` (``count``)."""
@@ -135,13 +132,12 @@ class DivgenLoss(TrainerCallback):
         """The (B, T) targets of the logits (``targets.aligned_targets``)."""
         return aligned_targets(labels, causal, self.ignore_prefix_size)
 
-    def loss(self, source, target: Tensor, num_items_in_batch, training: bool,
-             degenerative=None) -> Tensor:
+    def loss(
+        self, source, target: Tensor, num_items_in_batch, training: bool, degenerative=None
+    ) -> Tensor:
         """The objective's sum over ``source`` (logits (B * T, V), or a ``Projection``)
         divided by ``num_items_in_batch``; the sums of a training batch are kept for logging."""
-        vocab = source.weight.size(0) if isinstance(source, Projection) else source.size(-1)
-        padded, pad = with_sentinel(target, vocab, self.reserved_ids())
-        sums = self.sums(source, padded, pad, training, degenerative)
+        sums = self.sums(source, target, IGNORE_INDEX, training, degenerative)
         count = target_count(target) if num_items_in_batch is None else num_items_in_batch
         if torch.is_tensor(count):
             count = count.to(sums["loss"].device)

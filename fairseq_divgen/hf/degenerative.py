@@ -21,6 +21,7 @@ keeps of it:
   next one: a frozen model whose forward overflows (e.g. in half precision) stops
   training with an error naming it, instead of NaN losses.
 """
+
 import os
 from typing import Optional, Union
 
@@ -79,8 +80,10 @@ class DegenerativeModel:
                 f"got {type(model_or_path).__name__}"
             )
         if model is main_model:
-            raise ValueError("degenerative_model is the main model itself: pass the frozen "
-                             "stage-1 model (a separate object or directory)")
+            raise ValueError(
+                "degenerative_model is the main model itself: pass the frozen "
+                "stage-1 model (a separate object or directory)"
+            )
         if _is_encoder_decoder(model) != encoder_decoder:
             kinds = {True: "an encoder-decoder", False: "a causal LM"}
             raise ValueError(
@@ -109,8 +112,9 @@ class DegenerativeModel:
         self.raise_if_not_finite()
         self.model.eval()  # the main model's .train() never reaches it, but a user's might
         with torch.no_grad():
-            if fused is not None and fused.covers(self.model, inputs, batch,
-                                                  "the degenerative model"):
+            if fused is not None and fused.covers(
+                self.model, inputs, batch, "the degenerative model"
+            ):
                 frozen = FrozenLogits(projection_of(self.model, inputs))
             else:
                 logits = self.model(**inputs)["logits"]

@@ -20,6 +20,7 @@ The check runs once per model, on one sequence of the first batch, with the rand
 number generators restored afterwards: the head's output is made a leaf of the autograd
 graph, and the logits must be that leaf or dtype casts of it (mixed precision).
 """
+
 import logging
 from typing import Dict, Optional
 
@@ -84,8 +85,10 @@ class _Capture:
 
 def _one_sequence(inputs: Dict[str, object], batch: int) -> Dict[str, object]:
     """The inputs of the first sequence: tensors whose first dimension is the batch."""
-    return {k: (v[:1] if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == batch else v)
-            for k, v in inputs.items()}
+    return {
+        k: (v[:1] if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == batch else v)
+        for k, v in inputs.items()
+    }
 
 
 def uncovered_reason(model: nn.Module, inputs: Dict[str, object], batch: int) -> Optional[str]:
@@ -103,8 +106,10 @@ def uncovered_reason(model: nn.Module, inputs: Dict[str, object], batch: int) ->
     if len(cap.outputs) != 1:
         return f"its forward calls the lm_head {len(cap.outputs)} times, not once"
     if not _only_casts(outputs["logits"], cap.outputs[0]):
-        return ("its logits are changed after the lm_head (e.g. BART's final_logits_bias, "
-                "soft-capping or a logit scale)")
+        return (
+            "its logits are changed after the lm_head (e.g. BART's final_logits_bias, "
+            "soft-capping or a logit scale)"
+        )
     return None
 
 
@@ -138,8 +143,12 @@ class FusedOutput:
         reason = self._reasons[key]
         if reason is not None and key not in self._warned:
             self._warned.add(key)
-            logger.warning("fused_output: %s (%s) trains on its full logits: %s",
-                           what, type(model).__name__, reason)
+            logger.warning(
+                "fused_output: %s (%s) trains on its full logits: %s",
+                what,
+                type(model).__name__,
+                reason,
+            )
         return reason is None
 
     @staticmethod
@@ -164,4 +173,3 @@ def projection_of(frozen: nn.Module, inputs) -> Projection:
     with torch.no_grad():
         _, projection, _ = FusedOutput.forward(frozen, head, inputs)
     return projection
-

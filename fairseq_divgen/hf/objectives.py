@@ -23,6 +23,7 @@ docs/baselines.md). Every loss is its sum over ``num_items_in_batch`` (all non-i
 labels of the accumulated batch, as fairseq's ``ntokens``), except ``truncated_ce``,
 which fairseq divides by the tokens it keeps: here ``ceil(R * num_items_in_batch)``.
 """
+
 import logging
 import math
 from dataclasses import dataclass
@@ -83,13 +84,22 @@ class TailrLoss(DivgenLoss):
     def sums(self, source, target, pad, training, degenerative=None):
         """TaiLr's sums at the gamma in force."""
         self._gamma = self.gamma(training)
-        return tailr_loss(source, target.reshape(-1), self._gamma, self.density_min_weight,
-                          self.label_smoothing, pad, self.report_accuracy)
+        return tailr_loss(
+            source,
+            target.reshape(-1),
+            self._gamma,
+            self.density_min_weight,
+            self.label_smoothing,
+            pad,
+            self.report_accuracy,
+        )
 
     def extras(self, sums, target):
         """The weights' sum and gamma times the tokens (means per token when logged)."""
-        return {"tailr_weight": sums["weight"],
-                "tailr_gamma": self._gamma * target.ne(IGNORE_INDEX).sum()}
+        return {
+            "tailr_weight": sums["weight"],
+            "tailr_gamma": self._gamma * target.ne(IGNORE_INDEX).sum(),
+        }
 
 
 @dataclass(eq=False, kw_only=True)
@@ -111,13 +121,16 @@ class TruncatedCELoss(DivgenLoss):
 
     def sums(self, source, target, pad, training, degenerative=None):
         """The truncated sums; plain cross-entropy (no ranking) during the warm-up."""
-        self._warming_up = (training and self.truncation_warmup_updates > 0 and
-                            self.num_updates("truncation_warmup_updates > 0")
-                            < self.truncation_warmup_updates)
+        self._warming_up = (
+            training
+            and self.truncation_warmup_updates > 0
+            and self.num_updates("truncation_warmup_updates > 0") < self.truncation_warmup_updates
+        )
         ratio = 1.0 if self._warming_up else self.truncation_ratio
         self._ratio = ratio
-        return truncated_nll_loss(source, target.reshape(-1), ratio, pad,
-                                  accuracy=self.report_accuracy)
+        return truncated_nll_loss(
+            source, target.reshape(-1), ratio, pad, accuracy=self.report_accuracy
+        )
 
     def denominator(self, sums, count):
         """``ceil(R count)``: the tokens one batch of ``count`` targets keeps."""
@@ -170,10 +183,6 @@ class LfdPoeLoss(DivgenLoss):
                 f"{self.eos_token_id!r}"
             )
 
-    def reserved_ids(self):
-        """EOS: its rows are told apart from the ignored ones by the target."""
-        return (self.eos_token_id,)
-
     @property
     def uses_degenerative_model(self) -> bool:
         """With beta = 0 the product is the main model alone."""
@@ -195,9 +204,18 @@ class LfdPoeLoss(DivgenLoss):
                 "eos_in_product=True"
             )
         degenerative = degenerative if self.uses_degenerative_model else None
-        return lfd_loss(source, degenerative, target.reshape(-1), self.degenerative_scale,
-                        self.mle_weight, self.label_smoothing, pad, self.eos_token_id,
-                        self.eos_in_product, self.report_accuracy)
+        return lfd_loss(
+            source,
+            degenerative,
+            target.reshape(-1),
+            self.degenerative_scale,
+            self.mle_weight,
+            self.label_smoothing,
+            pad,
+            self.eos_token_id,
+            self.eos_in_product,
+            self.report_accuracy,
+        )
 
     def extras(self, sums, target):
         """The product's NLL and the main model's NLL at gold EOS."""
@@ -232,8 +250,7 @@ class UnlikelihoodLoss(DivgenLoss):
 
     def sums(self, source, target, pad, training, degenerative=None):
         """Unlikelihood's sums (candidates from each target sequence's own tokens)."""
-        return unlikelihood_loss(source, target, self.rank_alpha, pad,
-                                 self.report_accuracy)
+        return unlikelihood_loss(source, target, self.rank_alpha, pad, self.report_accuracy)
 
     def extras(self, sums, target):
         """The penalty and the number of candidates."""
@@ -289,7 +306,8 @@ class LossTruncationLoss(DivgenLoss):
                 "LossTruncationLoss: training resumes at update %d; the trainer's checkpoints "
                 "do not keep the loss history, so it is rebuilt: plain MLE until %d new "
                 "sequence losses have been seen (min_count), then truncation",
-                step, self.min_count,
+                step,
+                self.min_count,
             )
 
     def sums(self, source, target, pad, training, degenerative=None):
@@ -303,8 +321,15 @@ class LossTruncationLoss(DivgenLoss):
             self._check_resume(step)
             self.history.to(device).begin(step)
         cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
-        sums = loss_truncation_loss(source, target, cutoff, self.label_smoothing, pad,
-                                    truncate=training, accuracy=self.report_accuracy)
+        sums = loss_truncation_loss(
+            source,
+            target,
+            cutoff,
+            self.label_smoothing,
+            pad,
+            truncate=training,
+            accuracy=self.report_accuracy,
+        )
         if training:
             sums["loss"], used = mark_used(sums["loss"])
             self.history.add(sums["sequence_nll"], used)
@@ -364,8 +389,7 @@ class MixceLoss(DivgenLoss):
 
     def sums(self, source, target, pad, training, degenerative=None):
         """MixCE's sums."""
-        return mixce_loss(source, target.reshape(-1), self.mixing_ratio, pad,
-                          self.report_accuracy)
+        return mixce_loss(source, target.reshape(-1), self.mixing_ratio, pad, self.report_accuracy)
 
     def extras(self, sums, target):
         """The token weights' sum."""
@@ -393,9 +417,14 @@ class ErrorNormTruncationLoss(DivgenLoss):
                 "ErrorNormTruncationLoss needs token_prune_threshold=T, T in (0, sqrt 2] = "
                 "(0, 1.4142...]: tokens whose error norm exceeds T are dropped"
             )
-        check_range("token_prune_threshold", self.token_prune_threshold, 0.0, SQRT2,
-                    low_open=True, why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never "
-                    "truncates)")
+        check_range(
+            "token_prune_threshold",
+            self.token_prune_threshold,
+            0.0,
+            SQRT2,
+            low_open=True,
+            why=" (the error norm lies in [0, sqrt 2]; sqrt 2 never truncates)",
+        )
         check_non_negative("start_prune_iteration", self.start_prune_iteration)
 
     def sums(self, source, target, pad, training, degenerative=None):
@@ -403,12 +432,21 @@ class ErrorNormTruncationLoss(DivgenLoss):
         self._truncating = training and (
             self.num_updates("start_prune_iteration") > self.start_prune_iteration
         )
-        return error_norm_truncated_loss(source, target.reshape(-1), self.token_prune_threshold,
-                                         self.label_smoothing, pad, self._truncating,
-                                         self.report_accuracy)
+        return error_norm_truncated_loss(
+            source,
+            target.reshape(-1),
+            self.token_prune_threshold,
+            self.label_smoothing,
+            pad,
+            self._truncating,
+            self.report_accuracy,
+        )
 
     def extras(self, sums, target):
         """Tokens within the threshold, the norms, and the tokens trained truncated."""
         tokens = target.ne(IGNORE_INDEX).sum()
-        return {"ent_kept_ratio": sums["kept"], "ent_norm": sums["norm"],
-                "ent_active": tokens if self._truncating else torch.zeros_like(tokens)}
+        return {
+            "ent_kept_ratio": sums["kept"],
+            "ent_norm": sums["norm"],
+            "ent_active": tokens if self._truncating else torch.zeros_like(tokens),
+        }

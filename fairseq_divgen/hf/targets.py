@@ -10,7 +10,8 @@ logits predict the labels at the same position (its decoder input is the labels 
 right), so its targets are the labels. The objectives see ``(B, T)`` targets: unlikelihood
 takes its candidates and loss truncation its sequence losses from each row's own sequence.
 """
-from typing import Optional, Tuple
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -58,27 +59,3 @@ def check_aligned(logits_shape, target: Tensor) -> None:
 def target_count(target: Tensor) -> Tensor:
     """Non-ignored targets (0-dim, on the targets' device)."""
     return target.ne(IGNORE_INDEX).sum()
-
-
-def with_sentinel(target: Tensor, vocab: int, avoid=()) -> Tuple[Tensor, int]:
-    """``(targets, s)``: the targets with every -100 replaced by ``s``, the smallest id of
-    the vocabulary that is no real target of the batch (nor in ``avoid``).
-
-    Why: the objectives of ``fairseq_divgen.losses`` read every row's logit at its target
-    (a gather) before masking the ignored rows, as fairseq's padding index is a symbol of
-    the dictionary; -100 is no column of the logits. Costs one host sync per batch.
-    """
-    real = target.ne(IGNORE_INDEX)
-    present = torch.zeros(vocab, dtype=torch.bool, device=target.device)
-    present[target[real]] = True
-    for token in avoid:
-        if token is not None and 0 <= token < vocab:
-            present[token] = True
-    s = int(torch.argmin(present.to(torch.uint8)))
-    if present[s]:
-        raise ValueError(
-            f"every one of the {vocab} ids is a target in this batch, so none is free to stand "
-            "for the ignored (-100) labels: use smaller batches (more micro-batches with "
-            "gradient_accumulation_steps)"
-        )
-    return target.masked_fill(~real, s), s

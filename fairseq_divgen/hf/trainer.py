@@ -22,6 +22,7 @@ The loss is the objective's sum over ``num_items_in_batch``, like the
 ``compute_loss_func`` path (``base.py``), so gradient accumulation and
 ``average_tokens_across_devices`` work as in ``Trainer.compute_loss``.
 """
+
 import contextlib
 import math
 from typing import Optional
@@ -48,14 +49,25 @@ class DivgenTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # the loss is already over the whole accumulated batch
 
-    def __init__(self, model=None, args=None, *, loss: DivgenLoss, degenerative_model=None,
-                 fused_output: bool = False, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        *,
+        loss: DivgenLoss,
+        degenerative_model=None,
+        fused_output: bool = False,
+        **kwargs,
+    ):
         if not isinstance(loss, DivgenLoss):
-            raise TypeError("loss must be one of fairseq_divgen.hf's losses (e.g. TailrLoss()), "
-                            f"got {type(loss).__name__}")
+            raise TypeError(
+                "loss must be one of fairseq_divgen.hf's losses (e.g. TailrLoss()), "
+                f"got {type(loss).__name__}"
+            )
         if kwargs.get("compute_loss_func") is not None:
-            raise ValueError("DivgenTrainer takes its objective as loss=...; "
-                             "leave compute_loss_func out")
+            raise ValueError(
+                "DivgenTrainer takes its objective as loss=...; leave compute_loss_func out"
+            )
         if model is None:
             raise ValueError("DivgenTrainer needs model= (model_init is not supported)")
         self._encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -68,13 +80,15 @@ class DivgenTrainer(Trainer):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(c is loss for c in callbacks):
             callbacks.append(loss)
-        super().__init__(model=model, args=args, compute_loss_func=loss, callbacks=callbacks,
-                         **kwargs)
+        super().__init__(
+            model=model, args=args, compute_loss_func=loss, callbacks=callbacks, **kwargs
+        )
         self.divgen_loss = loss
         self._fused = None
         if fused_output:
             sharded = getattr(self, "is_fsdp_enabled", False) or getattr(
-                self, "is_deepspeed_enabled", False)
+                self, "is_deepspeed_enabled", False
+            )
             if sharded:
                 raise ValueError(
                     "fused_output=True cannot run with FSDP or DeepSpeed: the fused loss reads the "
@@ -91,8 +105,10 @@ class DivgenTrainer(Trainer):
     def _check_degenerative(loss, model, degenerative_model) -> None:
         if not isinstance(loss, LfdPoeLoss):
             if degenerative_model is not None:
-                raise ValueError(f"degenerative_model is LFD's (LfdPoeLoss), not "
-                                 f"{type(loss).__name__}'s: leave it out")
+                raise ValueError(
+                    f"degenerative_model is LFD's (LfdPoeLoss), not "
+                    f"{type(loss).__name__}'s: leave it out"
+                )
             return
         if loss.uses_degenerative_model and degenerative_model is None:
             raise ValueError(
@@ -121,8 +137,11 @@ class DivgenTrainer(Trainer):
                 "mlm=False) or DataCollatorForSeq2Seq(tokenizer, model=model)"
             )
         inner = self.accelerator.unwrap_model(model)
-        if (self._encoder_decoder and inputs.get("decoder_input_ids") is None
-                and inputs.get("decoder_inputs_embeds") is None):
+        if (
+            self._encoder_decoder
+            and inputs.get("decoder_input_ids") is None
+            and inputs.get("decoder_inputs_embeds") is None
+        ):
             inputs["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
         training = model.training and torch.is_grad_enabled()
         batch = labels.size(0)
@@ -143,10 +162,11 @@ class DivgenTrainer(Trainer):
             with self.accelerator.autocast():  # mixed precision as the main model's forward
                 degenerative = self.degenerative.source(inputs, self._fused, batch)
         with torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext():
-            loss = self.divgen_loss.loss(source, target, num_items_in_batch, training,
-                                         degenerative)
-        if (getattr(self.args, "average_tokens_across_devices", False)
-                and num_items_in_batch is not None):
+            loss = self.divgen_loss.loss(source, target, num_items_in_batch, training, degenerative)
+        if (
+            getattr(self.args, "average_tokens_across_devices", False)
+            and num_items_in_batch is not None
+        ):
             # as Trainer.compute_loss: the count is global, DDP averages the gradients
             scale = self.accelerator.num_processes // getattr(self, "get_tp_size", lambda: 1)()
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)

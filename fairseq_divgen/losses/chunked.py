@@ -150,8 +150,15 @@ class ChunkObjective:
             sums = torch.cat([sums, correct.view(1)])
         return sums, grad
 
-    def chunk(self, z: Tensor, t: Tensor, real: Tensor, rows: slice, want_grad: bool,
-              out: Optional[Tensor]):
+    def chunk(
+        self,
+        z: Tensor,
+        t: Tensor,
+        real: Tensor,
+        rows: slice,
+        want_grad: bool,
+        out: Optional[Tensor],
+    ):
         """Sums (a vector in ``z``'s dtype, in the order of ``names``) and dL/dz or None;
         ``t`` (r, 1) the targets (0 where ignored), ``real`` (r, 1) the positions not ignored."""
         raise NotImplementedError
