@@ -112,6 +112,28 @@ class LabelSmoothedObjective(ChunkObjective):
         return torch.stack([loss, nll.sum()]), grad
 
 
+class _KeepLowest(LabelSmoothedObjective):
+    """Over logits: every row's NLL and cross-entropy gradient in one pass; then, once all
+    rows are seen, the ``ceil(R N)`` lowest are kept and the others' gradient set to 0."""
+
+    def __init__(self, target, ratio, pad, num_tokens, nll_out, accuracy):
+        super().__init__(target, 0.0, pad, nll_out=nll_out, accuracy=accuracy)
+        self.ratio, self.num_tokens = ratio, num_tokens
+
+    def finish(self, sums, grad):
+        """The truncated sum as the loss; the dropped rows' gradient zeroed."""
+        keep = keep_mask_lowest(self.nll_out, ~self.real, self.ratio, self.num_tokens)
+        if grad is not None:
+            if self.num_tokens is None:
+                grad.mul_(keep.to(grad.dtype).view(-1, 1))
+            else:  # the dropped rows by index: no pass over the kept ones
+                order = _rank_order(self.nll_out, ~self.real)
+                grad.index_fill_(
+                    0, order[min(num_kept(self.num_tokens, self.ratio), len(order)) :], 0.0
+                )
+        return torch.cat([self.nll_out.masked_fill(~keep, 0.0).sum().view(1), sums[1:]])
+
+
 def _select(source: Source, index: Tensor) -> Source:
     if isinstance(source, Projection):
         return source.select(index)
@@ -135,9 +157,12 @@ def truncated_nll_loss(
     host's count of non-pad targets, is given; else a 0-dim tensor counted on the device,
     and ``max_tokens``, a host upper bound of the count, limits the gradient pass).
 
-    With ``ratio`` 1 one pass, and ``nll`` is ``loss`` (with its gradient); else a pass
-    without gradient ranks the NLLs (``nll`` has no gradient) and the gradient pass
-    (when one is needed) runs over the kept rows. Dropped tokens get exactly zero gradient.
+    With ``ratio`` 1 one pass, and ``nll`` is ``loss`` (with its gradient). Else, over
+    logits, one pass computes every row's NLL and gradient, and the dropped rows'
+    gradient is zeroed once the rows are ranked; over a :class:`Projection`, a pass
+    without gradient ranks the NLLs and the gradient pass (when one is needed) runs over
+    the kept rows only (``1 + 3R`` matmuls instead of 3). ``nll`` has no gradient. Dropped
+    tokens get exactly zero gradient.
     """
     target = target.reshape(-1)
     pad = target.eq(ignore_index)
@@ -149,6 +174,14 @@ def truncated_nll_loss(
         return out
     n, _ = source_shape(source)
     nll = torch.zeros((n,), dtype=accumulator_dtype(source_dtype(source)), device=target.device)
+    if not isinstance(source, Projection):  # the logits exist: one pass, then keep the lowest
+        objective = _KeepLowest(target, ratio, ignore_index, num_tokens, nll, accuracy)
+        out = chunked_loss(source, objective, rows)
+        if num_tokens is None:
+            out["kept"] = num_kept((~pad).sum(), ratio)
+        else:
+            out["kept"] = min(num_kept(num_tokens, ratio), num_tokens)
+        return out
     with torch.no_grad():
         ranking = LabelSmoothedObjective(target, 0.0, ignore_index, nll_out=nll, accuracy=accuracy)
         first = chunked_loss(source, ranking, rows)
