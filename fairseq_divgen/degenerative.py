@@ -36,6 +36,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import open_dict
 
 from .losses import FrozenLogits, Projection
+from .losses.finite import FiniteWatch
 from .output_layer import output_projection, uncovered_reason
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class DegenerativeModel:
         self.model = None
         self._state = None  # what check() read and loading needs (weights, config)
         self._finite = FiniteWatch()
+        self._uncovered = None  # why the fused path cannot make its logits (set by load)
         self._fingerprint = None
         self._warned_unfused = False
 
@@ -306,6 +308,7 @@ class DegenerativeModel:
         model.requires_grad_(False)
         model.eval()
         self.model = model
+        self._uncovered = uncovered_reason(model)
         n_params = sum(p.numel() for p in model.parameters())
         logger.info(
             f"loaded degenerative model from {self.path} "
@@ -324,7 +327,7 @@ class DegenerativeModel:
         (its full logits at once if its model has no plain output projection, after one
         warning). Pass the result to :meth:`watch` after the loss."""
         self._prepare(main_model)
-        reason = uncovered_reason(self.model)
+        reason = self._uncovered
         with torch.no_grad():
             if reason is not None:
                 if not self._warned_unfused:
@@ -363,34 +366,3 @@ class DegenerativeModel:
                 "half-precision range. Train stage 2 in fp32, or use a degenerative model "
                 "trained under --fp16."
             )
-
-
-class FiniteWatch:
-    """Whether a step's outputs were finite, recorded on the device and read back without
-    waiting: on the CPU at once, on a GPU through a pinned host copy and an event, at the
-    next step (fairseq's own per-step synchronisation has completed it by then)."""
-
-    def __init__(self):
-        self._pending = None
-
-    def record(self, ok: torch.Tensor, dtype: torch.dtype) -> None:
-        """Record ``ok``, a 0-dim bool tensor (no host sync), for outputs in ``dtype``."""
-        if ok.device.type != "cuda":  # the CPU has nothing to wait for
-            self._pending = (ok, None, dtype)
-            return
-        host = torch.empty((), dtype=torch.bool, pin_memory=True)
-        host.copy_(ok, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending = (host, event, dtype)
-
-    def failed(self) -> Optional[torch.dtype]:
-        """The dtype of the last recorded outputs if they were not finite, else None
-        (also while the device has not finished them)."""
-        if self._pending is None:
-            return None
-        flag, event, dtype = self._pending
-        if event is not None and not event.query():
-            return None
-        self._pending = None
-        return None if bool(flag) else dtype

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import test_half_precision as half
-from fairseq_divgen.degenerative import FiniteWatch
 from fairseq_divgen.losses import Projection, chunking
+from fairseq_divgen.losses.finite import FiniteWatch
 
 pytestmark = pytest.mark.gpu
 DEVICE = torch.device(os.environ.get("DIVGEN_TEST_DEVICE", "cuda"))

@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_divgen.losses import chunking, lfd_loss
+from fairseq_divgen.losses import FrozenLogits, Projection, chunking, lfd_loss
+from fairseq_divgen.losses.finite import FiniteWatch
 
 # every test also runs on NaN-filled new memory (conftest.memory_fill)
 pytestmark = pytest.mark.usefixtures("memory_fill")
@@ -257,3 +258,42 @@ def test_backward_keeps_one_vocabulary_sized_tensor(lam, eos_in_product):
     out = _lfd(z, d, target, 1.0, lam, 0.0, PAD, EOS, eos_in_product=eos_in_product)
     ce = F.cross_entropy(z, target, ignore_index=PAD, reduction="sum")
     assert out.main_nll.item() == pytest.approx(ce.item(), rel=1e-6)  # still logged exactly
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("as_projection", [False, True], ids=["logits", "projection"])
+def test_the_degenerative_logits_finiteness_flag_sees_nan_and_both_infinities(bad, as_projection):
+    # Every chunk the loss makes of the frozen model's logits feeds FrozenLogits.finite:
+    # a single NaN, +inf or -inf in one row of the last chunk turns it False.
+    z_main, degen_lp, target = _batch(seed=11)
+    if as_projection:
+        g = torch.Generator().manual_seed(3)
+        h = torch.randn(30, 8, generator=g)
+        weight = torch.randn(V, 8, generator=g)
+        bias = torch.zeros(V)
+        if bad != bad:  # NaN
+            h[-1, 0] = bad
+        else:  # the matmul overflows: a huge feature times a weight of 10, of bad's sign
+            h[-1] = 0.0
+            h[-1, 0] = 1e38 if bad > 0 else -1e38
+            weight[:, 0] = 10.0
+        frozen = FrozenLogits(Projection(h, weight, bias))
+        clean = FrozenLogits(Projection(torch.randn(30, 8, generator=g), weight, bias))
+    else:
+        bad_lp = degen_lp.clone()
+        bad_lp[-1, 4] = bad
+        frozen, clean = FrozenLogits(bad_lp), FrozenLogits(degen_lp)
+    for degenerative, finite in ((frozen, False), (clean, True)):
+        _lfd(z_main.clone(), degenerative, target, 1.0, 0.5, 0.1, PAD, EOS, rows=7)
+        assert bool(degenerative.finite) is finite
+
+
+def test_the_finiteness_watch_keeps_an_unread_failure_of_an_earlier_micro_batch():
+    # Several micro-batches record before anyone reads: a failure of the first is kept.
+    watch = FiniteWatch()
+    watch.record(torch.tensor(False), torch.float16)
+    watch.record(torch.tensor(True), torch.float16)
+    assert watch.failed() == torch.float16
+    assert watch.failed() is None  # reported once
+    watch.record(torch.tensor(True), torch.float32)
+    assert watch.failed() is None

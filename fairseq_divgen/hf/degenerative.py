@@ -17,9 +17,10 @@ keeps of it:
 - it is an attribute of the trainer, never of the main model: ``Trainer.save_model`` and
   the checkpoints hold the main model only, and accelerate never sees it, so DDP, FSDP and
   DeepSpeed never wrap it;
-- whether its logits were finite is recorded on the device at each step and read at the
-  next one: a frozen model whose forward overflows (e.g. in half precision) stops
-  training with an error naming it, instead of NaN losses.
+- whether its logits were finite is recorded on the device at each step and read back
+  without waiting (at once on the CPU, on a GPU at a later step): a frozen model whose
+  forward overflows (e.g. in half precision) stops training with an error naming it,
+  instead of NaN losses.
 """
 
 import os
@@ -29,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import FrozenLogits
+from ..losses.finite import FiniteWatch
 from .fused import FusedOutput, output_layer, projection_of
 
 
@@ -103,7 +105,7 @@ class DegenerativeModel:
         model.eval()
         model.requires_grad_(False)
         self.model = model
-        self._finite: Optional[torch.Tensor] = None
+        self._finite = FiniteWatch()
 
     def source(self, inputs, fused: Optional[FusedOutput], batch: int) -> FrozenLogits:
         """Its logits of the batch ``inputs`` (the main model's, without labels), as
@@ -119,14 +121,19 @@ class DegenerativeModel:
             else:
                 logits = self.model(**inputs)["logits"]
                 frozen = FrozenLogits(logits.reshape(-1, logits.size(-1)))
-        self._finite = frozen.finite
         return frozen
 
+    def watch(self, frozen: FrozenLogits) -> None:
+        """After the loss has made every chunk of ``frozen``: record whether its logits were
+        finite (read at once on the CPU, on a GPU at a later step without waiting)."""
+        self._finite.record(frozen.finite, frozen.dtype)
+        self.raise_if_not_finite()
+
     def raise_if_not_finite(self) -> None:
-        """Raise if the previous batch's degenerative logits were not all finite."""
-        if self._finite is not None and not bool(self._finite):
+        """Raise if an earlier batch's degenerative logits were not all finite."""
+        dtype = self._finite.failed()
+        if dtype is not None:
             raise FloatingPointError(
-                f"the degenerative model ({self.name}) gave non-finite logits on the previous "
-                f"batch in {_float_dtype(self.model)}: check it in float32, or train stage 2 "
-                "in float32 / bf16"
+                f"the degenerative model ({self.name}) gave non-finite logits in {dtype}: "
+                "check it in float32, or train stage 2 in float32 / bf16"
             )

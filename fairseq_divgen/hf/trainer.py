@@ -163,6 +163,8 @@ class DivgenTrainer(Trainer):
                 degenerative = self.degenerative.source(inputs, self._fused, batch)
         with torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext():
             loss = self.divgen_loss.loss(source, target, num_items_in_batch, training, degenerative)
+        if degenerative is not None:
+            self.degenerative.watch(degenerative)
         if (
             getattr(self.args, "average_tokens_across_devices", False)
             and num_items_in_batch is not None

@@ -253,9 +253,11 @@ class FrozenLogits:
         else:
             z = self.logits[rows]
             z = z.to(accumulator_dtype(z.dtype))
-        # +inf or NaN anywhere makes the maximum so; a read-only pass (isfinite(z).all()
-        # costs about 40 times more on the CPU), and -inf entries are harmless
-        self.finite &= torch.isfinite(z.amax())
+        # NaN or +-inf anywhere makes the minimum or the maximum so: one read-only pass
+        # (isfinite(z).all() costs about 40 times more on the CPU). -inf matters too: a
+        # logit below the half-precision range makes the product's smoothing term infinite
+        low, high = torch.aminmax(z)
+        self.finite &= torch.isfinite(low) & torch.isfinite(high)
         return z
 
 
@@ -320,6 +322,11 @@ def _forward_logits(ctx, objective, rows, n_sums, z):
 
 
 def _forward_projection(ctx, objective, rows, n_sums, layer, h, weight, bias):
+    if getattr(objective, "finish", None) is not None:
+        raise ValueError(
+            f"{type(objective).__name__} selects rows once all are seen (finish): it runs over "
+            "logits only, not over a Projection"
+        )
     need_h, need_w, need_b = ctx.needs_input_grad[5:8]
     acc = layer.acc
     n, dim = h.shape
