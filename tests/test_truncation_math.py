@@ -82,3 +82,18 @@ def test_ratio_one_is_cross_entropy():
     ce = F.cross_entropy(logits, target, ignore_index=PAD, reduction="sum")
     assert loss.item() == ce.item() == nll.item()
     assert int(kept) == int((target != PAD).sum())
+
+
+@pytest.mark.parametrize("host_count", [True, False])
+def test_a_nan_loss_is_kept_so_that_it_shows(host_count):
+    # A row whose logits hold NaN (a forward overflow) must not be ranked out of sight:
+    # it is kept, so the loss and its gradient carry the NaN that fairseq's overflow
+    # handling reacts to, whichever way the kept count is known.
+    logits, target = _batch(seed=5)
+    logits[0, 4] = float("nan")
+    z = logits.clone().requires_grad_(True)
+    n = int((target != PAD).sum()) if host_count else None
+    out = truncated_nll_loss(z, target, 0.3, PAD, n)
+    assert math.isnan(out["loss"].item())
+    out["loss"].backward()
+    assert z.grad[0].isnan().any()

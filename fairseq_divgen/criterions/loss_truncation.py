@@ -161,7 +161,7 @@ class LossTruncationCriterion(DivgenCriterion):
             step = trainer_num_updates()
             self._check_resume(step)
             self.history.to(device).begin(step)
-        cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
+        cutoff = self.history.cutoff_on(device)
         sums = loss_truncation_loss(
             source,
             target,

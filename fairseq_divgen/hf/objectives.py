@@ -320,7 +320,7 @@ class LossTruncationLoss(DivgenLoss):
                 _single_process(torch.distributed.get_world_size())
             self._check_resume(step)
             self.history.to(device).begin(step)
-        cutoff = torch.as_tensor(self.history.cutoff, dtype=torch.float64, device=device)
+        cutoff = self.history.cutoff_on(device)
         sums = loss_truncation_loss(
             source,
             target,

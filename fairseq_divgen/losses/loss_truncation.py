@@ -162,6 +162,13 @@ class LossHistory:
         """The cutoff in force: a 0-dim tensor once the history exists, else +inf."""
         return math.inf if self.cutoff_value is None else self.cutoff_value
 
+    def cutoff_on(self, device) -> Tensor:
+        """The cutoff in force as a 0-dim float64 tensor on ``device`` (+inf made there
+        before the history exists: no copy from the host)."""
+        if self.cutoff_value is not None:
+            return self.cutoff_value.to(device)
+        return torch.full((), math.inf, dtype=torch.float64, device=device)
+
     @property
     def started(self) -> bool:
         """Whether any loss has been recorded (host-side bookkeeping only)."""

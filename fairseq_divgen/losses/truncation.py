@@ -17,7 +17,6 @@ from torch import Tensor
 
 from .chunked import (
     ChunkObjective,
-    LogProbs,
     Projection,
     Source,
     accumulator_dtype,
@@ -56,16 +55,22 @@ def keep_mask_lowest(
     if ratio_fraction(ratio) >= 1:
         return ~pad
     k = num_kept((~pad).sum() if num_tokens is None else num_tokens, ratio)
-    order = _rank_order(values, pad)
-    rank = torch.empty_like(order)
-    rank.scatter_(0, order, torch.arange(order.numel(), device=order.device))
-    return (rank < k) & ~pad
+    return _keep_from_order(_rank_order(values, pad), pad, k)
 
 
 def _rank_order(values: Tensor, pad: Tensor) -> Tensor:
-    """Positions of ``values`` from the smallest, pads last, ties by position."""
-    ranked = values.detach().reshape(-1).float().masked_fill(pad.reshape(-1), float("inf"))
-    return torch.sort(ranked, stable=True).indices
+    """Positions of ``values`` from the smallest, pads last, ties by position. A NaN ranks
+    first: such a row is always kept, so a non-finite loss shows instead of vanishing."""
+    ranked = values.detach().reshape(-1).float()
+    ranked = ranked.masked_fill(ranked.isnan(), -float("inf"))
+    return torch.sort(ranked.masked_fill(pad.reshape(-1), float("inf")), stable=True).indices
+
+
+def _keep_from_order(order: Tensor, pad: Tensor, k) -> Tensor:
+    """The mask of the first ``k`` positions of ``order`` that are not pads."""
+    rank = torch.empty_like(order)
+    rank.scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    return (rank < k) & ~pad
 
 
 def lowest_rows(
@@ -122,24 +127,16 @@ class _KeepLowest(LabelSmoothedObjective):
 
     def finish(self, sums, grad):
         """The truncated sum as the loss; the dropped rows' gradient zeroed."""
-        keep = keep_mask_lowest(self.nll_out, ~self.real, self.ratio, self.num_tokens)
+        pad = ~self.real.view(-1)
+        order = _rank_order(self.nll_out, pad)
+        k = num_kept(self.real.sum() if self.num_tokens is None else self.num_tokens, self.ratio)
+        keep = _keep_from_order(order, pad, k)
         if grad is not None:
             if self.num_tokens is None:
-                grad.mul_(keep.to(grad.dtype).view(-1, 1))
+                grad.masked_fill_(~keep.view(-1, 1), 0.0)
             else:  # the dropped rows by index: no pass over the kept ones
-                order = _rank_order(self.nll_out, ~self.real)
-                grad.index_fill_(
-                    0, order[min(num_kept(self.num_tokens, self.ratio), len(order)) :], 0.0
-                )
+                grad.index_fill_(0, order[min(k, len(order)) :], 0.0)
         return torch.cat([self.nll_out.masked_fill(~keep, 0.0).sum().view(1), sums[1:]])
-
-
-def _select(source: Source, index: Tensor) -> Source:
-    if isinstance(source, Projection):
-        return source.select(index)
-    if isinstance(source, LogProbs):
-        return LogProbs(_select(source.lprobs, index))
-    return source.reshape(-1, source.size(-1)).index_select(0, index)
 
 
 def truncated_nll_loss(
@@ -174,21 +171,16 @@ def truncated_nll_loss(
         return out
     n, _ = source_shape(source)
     nll = torch.zeros((n,), dtype=accumulator_dtype(source_dtype(source)), device=target.device)
-    if not isinstance(source, Projection):  # the logits exist: one pass, then keep the lowest
-        objective = _KeepLowest(target, ratio, ignore_index, num_tokens, nll, accuracy)
-        out = chunked_loss(source, objective, rows)
-        if num_tokens is None:
-            out["kept"] = num_kept((~pad).sum(), ratio)
-        else:
-            out["kept"] = min(num_kept(num_tokens, ratio), num_tokens)
-        return out
-    with torch.no_grad():
-        ranking = LabelSmoothedObjective(target, 0.0, ignore_index, nll_out=nll, accuracy=accuracy)
-        first = chunked_loss(source, ranking, rows)
     if num_tokens is None:
         kept = num_kept((~pad).sum(), ratio)
     else:
         kept = min(num_kept(num_tokens, ratio), num_tokens)
+    if not isinstance(source, Projection):  # the logits exist: one pass, then keep the lowest
+        objective = _KeepLowest(target, ratio, ignore_index, num_tokens, nll, accuracy)
+        return {**chunked_loss(source, objective, rows), "kept": kept}
+    with torch.no_grad():
+        ranking = LabelSmoothedObjective(target, 0.0, ignore_index, nll_out=nll, accuracy=accuracy)
+        first = chunked_loss(source, ranking, rows)
     result = {"nll": first["nll"], "kept": kept}
     if "n_correct" in first:
         result["n_correct"] = first["n_correct"]
@@ -197,5 +189,5 @@ def truncated_nll_loss(
         return {"loss": nll.masked_fill(~keep, 0.0).sum(), **result}
     index, valid = lowest_rows(nll, pad, ratio, num_tokens, max_tokens)
     objective = LabelSmoothedObjective(target[index], 0.0, ignore_index, keep=valid)
-    out = chunked_loss(_select(source, index), objective, rows)
+    out = chunked_loss(source.select(index), objective, rows)
     return {"loss": out["loss"], **result}
