@@ -108,11 +108,22 @@ def test_user_dir_alone_registers_everything():
     assert "registered" in out
 
 
+def test_the_fairseq_path_never_imports_the_transformers_adapter():
+    # The transformers extra is optional: registering for fairseq (what --user-dir does)
+    # must load neither fairseq_divgen.hf nor transformers, installed or not.
+    out = _python(
+        "import sys, fairseq, fairseq_divgen, fairseq_divgen.criterions, fairseq_divgen.tasks\n"
+        + CHECK_REGISTERED
+        + "print('hf:', [m for m in ('fairseq_divgen.hf', 'transformers') if m in sys.modules])\n"
+    )
+    assert "registered" in out and "hf: []" in out
+
+
 def test_scoring_imports_neither_torch_nor_fairseq():
     out = _python(
         "import sys\n"
         "import fairseq_divgen.scoring, fairseq_divgen.scoring.cli\n"
-        "heavy = [m for m in ('torch', 'fairseq', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'fairseq', 'numpy', 'transformers') if m in sys.modules]\n"
         "print('heavy:', heavy)\n"
     )
     assert "heavy: []" in out
