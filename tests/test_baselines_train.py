@@ -84,23 +84,6 @@ GENERATE = [
     "--required-batch-size-multiple",
     "1",
 ]
-EVAL_LM = [
-    "--task",
-    "language_modeling",
-    "--user-dir",
-    USER_DIR,
-    "--cpu",
-    "--gen-subset",
-    "test",
-    "--tokens-per-sample",
-    "32",
-    "--sample-break-mode",
-    "eos",
-    "--batch-size",
-    "8",
-    "--required-batch-size-multiple",
-    "1",
-]
 # SGD: the same gradients give the same parameters up to rounding (Adam's first steps,
 # about lr * sign(g), would turn rounding-level differences into lr-sized ones).
 SGD = ["--optimizer", "sgd", "--lr", "0.5"]
@@ -147,7 +130,9 @@ def runs(translation_data, lm_data, tmp_path_factory):
         _args(lm, save, ACTIVE["unlikelihood"][0], 15, "language_modeling", tiny.TINY_LM),
     )
     plan.add(
-        ("lm", "eval-lm"), [lm, "--path", save / "checkpoint_last.pt", *EVAL_LM], tool="eval-lm"
+        ("lm", "eval-lm"),
+        [lm, "--path", save / "checkpoint_last.pt", *tiny.EVAL_LM],
+        tool="eval-lm",
     )
     plan.execute()
     return plan

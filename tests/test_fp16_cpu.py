@@ -138,23 +138,6 @@ GENERATE = [
     "--required-batch-size-multiple",
     "1",
 ]
-EVAL_LM = [
-    "--task",
-    "language_modeling",
-    "--user-dir",
-    USER_DIR,
-    "--cpu",
-    "--gen-subset",
-    "test",
-    "--tokens-per-sample",
-    "32",
-    "--sample-break-mode",
-    "eos",
-    "--batch-size",
-    "8",
-    "--required-batch-size-multiple",
-    "1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +188,7 @@ def runs(translation_data, lm_data, tmp_path_factory):
         )
         plan.add(
             ("lm lfd", mode, "eval-lm"),
-            [lm, "--path", lfd / "checkpoint_last.pt", *EVAL_LM],
+            [lm, "--path", lfd / "checkpoint_last.pt", *tiny.EVAL_LM],
             tool="eval-lm",
         )
     plan.execute()

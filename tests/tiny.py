@@ -51,6 +51,19 @@ TINY_LM = [
     "eos",
 ]
 
+# fairseq-eval-lm on a TINY_LM checkpoint's test split (after --path)
+EVAL_LM = [
+    "--task",
+    "language_modeling",
+    "--user-dir",
+    USER_DIR,
+    "--cpu",
+    "--gen-subset",
+    "test",
+    *"--tokens-per-sample 32 --sample-break-mode eos --batch-size 8".split(),
+    *"--required-batch-size-multiple 1".split(),
+]
+
 
 def common_train_args(save_dir, max_update=20, seed=1):
     """Optimizer, batch and logging flags shared by every tiny training run."""
