@@ -19,7 +19,8 @@ This object is the only place that knows how that model lives:
   on the main model's device and dtype (``--fp16`` / ``--memory-efficient-fp16``
   halve it like the main model; under ``--amp`` both stay fp32 and autocast applies);
 - every step, whether its outputs are finite is recorded on the device (no host
-  sync) and read back at the next step; a non-finite output (weights fine in fp32 can
+  sync) and read back without waiting (``losses/finite.py``: at once on the CPU, at a
+  later step on a GPU); a non-finite output (weights fine in fp32 can
   overflow in half precision, and no loss scale can fix the forward of a frozen model)
   stops training with an error naming the checkpoint, instead of fairseq's later
   "Minimum loss scale reached".
@@ -343,7 +344,7 @@ class DegenerativeModel:
         return FrozenLogits(Projection(h.reshape(-1, h.size(-1)), proj.weight, proj.bias))
 
     def watch(self, logits: FrozenLogits) -> None:
-        """Check (now on the CPU, at the next step on a GPU) that every logit the loss
+        """Check (now on the CPU, at a later step on a GPU) that every logit the loss
         made from :meth:`rows` was finite."""
         self._finite.record(logits.finite, logits.dtype)
         self._raise_if_not_finite()
